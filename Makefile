@@ -1,0 +1,56 @@
+# users.v1 — every developer and CI command goes through here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_INCLUDE = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+GOOGLEAPIS = $$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(list(google.rpc.__path__)[0])))')
+PROTOS := $(wildcard protos/users/v1/*.proto)
+
+.PHONY: run test lint gen check-gen bench dbs clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/python -m service serve
+
+gen: $(BIN)/.installed
+	rm -rf generated/users
+	mkdir -p generated
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos -I $(PROTO_INCLUDE) -I $(GOOGLEAPIS) \
+	  --python_out=generated --grpc_python_out=generated \
+	  --mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
+	touch generated/users/__init__.py generated/users/v1/__init__.py generated/users/py.typed
+
+check-gen: $(BIN)/.installed
+	@tmp=$$(mktemp -d); cp -r generated "$$tmp/before"; $(MAKE) --no-print-directory gen >/dev/null; \
+	if ! diff -r "$$tmp/before" generated >/dev/null; then \
+	  echo "generated/ is stale: run 'make gen' and commit the result"; diff -r "$$tmp/before" generated | head -20; exit 1; fi; \
+	echo "generated/ is up to date"
+
+lint: $(BIN)/.installed node_modules/.installed check-gen
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy service tests bench
+	npx --no-install buf lint
+
+dbs:
+	bash scripts/test-databases.sh
+
+test: $(BIN)/.installed node_modules/.installed
+	bash scripts/test-databases.sh
+	$(BIN)/pytest -q
+
+bench: $(BIN)/.installed
+	bash scripts/test-databases.sh
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache users.db
