@@ -1,0 +1,1 @@
+"""gRPC transport of users.v1: servicers, proto<->domain conversion, status mapping."""

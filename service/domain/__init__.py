@@ -1,0 +1,1 @@
+"""Domain rules of users.v1: no grpc, no SQLAlchemy."""

@@ -1,0 +1,60 @@
+"""Proto <-> domain conversion; the only place that knows both shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from users.v1 import resources_pb2 as pb
+
+from service.domain.errors import FieldViolation, InvalidArgumentError
+from service.domain.models import Address, User, View
+from service.domain.users import UserInput
+
+_VIEWS = {pb.USER_VIEW_BASIC: View.BASIC, pb.USER_VIEW_FULL: View.FULL}
+
+
+def view_of(value: int, field: str = "view", default: View = View.FULL) -> View:
+    if value == pb.USER_VIEW_UNSPECIFIED:
+        return default
+    if value not in _VIEWS:
+        raise InvalidArgumentError(
+            [FieldViolation(field, f"unknown view {value}: use USER_VIEW_BASIC or USER_VIEW_FULL")]
+        )
+    return _VIEWS[value]
+
+
+def user_input_of(user: pb.User) -> UserInput:
+    return UserInput(
+        name=user.name, email=user.email, address_emails=[a.email for a in user.addresses]
+    )
+
+
+def timestamp_of(moment: datetime) -> Timestamp:
+    # Cheaper than Timestamp.FromDatetime, which this sits on the hot path of.
+    return Timestamp(seconds=int(moment.timestamp()), nanos=moment.microsecond * 1000)
+
+
+def user_to_proto(user: User) -> pb.User:
+    message = pb.User(
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        create_time=timestamp_of(user.create_time),
+        update_time=timestamp_of(user.update_time),
+        etag=user.etag,
+    )
+    if user.addresses:
+        message.addresses.extend(address_to_proto(a) for a in user.addresses)
+    return message
+
+
+def address_to_proto(address: Address) -> pb.Address:
+    return pb.Address(
+        id=address.id,
+        user_id=address.user_id,
+        email=address.email,
+        create_time=timestamp_of(address.create_time),
+        update_time=timestamp_of(address.update_time),
+        etag=address.etag,
+    )

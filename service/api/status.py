@@ -1,0 +1,161 @@
+"""THE error mapping: domain errors -> gRPC status with google.rpc details.
+
+Every servicer is wrapped by `maps_errors`, so no handler holds a try/except.
+Anything not in the table becomes INTERNAL with a generic message; the traceback
+goes to the server log only. CancelledError always propagates.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from service.domain import errors
+
+log = logging.getLogger("users.errors")
+
+DOMAIN = "users.v1"
+RETRY_AFTER_SECONDS = 1
+
+# Looked up along the error's class hierarchy, most specific first.
+STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.StaleEtagError: grpc.StatusCode.ABORTED,
+    errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.DatabaseUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.NotImplementedYetError: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+def code_for(error_type: type[errors.DomainError]) -> grpc.StatusCode | None:
+    for klass in error_type.__mro__:
+        if klass in STATUS_CODES:
+            return STATUS_CODES[klass]
+    return None
+
+
+def details_for(error: errors.DomainError) -> list[Message]:
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    details: list[Message] = [info]
+    if isinstance(error, errors.InvalidArgumentError):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    elif isinstance(error, errors.NotFoundError):
+        details.append(
+            error_details_pb2.ResourceInfo(
+                resource_type=error.resource_type,
+                resource_name=str(error.resource_id),
+                description=error.message,
+            )
+        )
+    elif isinstance(error, errors.FailedPreconditionError):
+        details.append(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=error.violation_type, subject=error.subject, description=error.message
+                    )
+                ]
+            )
+        )
+    elif isinstance(error, errors.DatabaseUnavailableError):
+        details.append(
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=RETRY_AFTER_SECONDS))
+        )
+    return details
+
+
+def status_of(code: grpc.StatusCode, message: str, details: list[Message]) -> grpc.Status:
+    packed = []
+    for detail in details:
+        wrapped = any_pb2.Any()
+        wrapped.Pack(detail)
+        packed.append(wrapped)
+    # google.rpc.Code shares its numbers with grpc.StatusCode.
+    proto = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    return rpc_status.to_status(proto)
+
+
+def internal_status() -> grpc.Status:
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unexpected error, incident %s", incident)
+    info = error_details_pb2.ErrorInfo(
+        reason="INTERNAL", domain=DOMAIN, metadata={"incident": incident}
+    )
+    return status_of(
+        grpc.StatusCode.INTERNAL,
+        f"internal error (incident {incident}); the details are in the server log",
+        [info],
+    )
+
+
+def domain_status(error: errors.DomainError) -> grpc.Status:
+    code = code_for(type(error))
+    if code is None:
+        return internal_status()
+    return status_of(code, error.message, details_for(error))
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
+    status = domain_status(error) if isinstance(error, errors.DomainError) else internal_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+_Servicer = TypeVar("_Servicer", bound=type)
+
+
+def maps_errors(servicer: _Servicer) -> _Servicer:
+    """Class decorator: wraps every RPC method (names starting upper-case)."""
+    for name, method in list(vars(servicer).items()):
+        if name[:1].isupper() and callable(method):
+            setattr(servicer, name, _wrap(method))
+    return servicer
+
+
+def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def streaming(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for response in method(self, request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the one place errors become statuses
+                await abort(context, error)
+
+        return streaming
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the one place errors become statuses
+            await abort(context, error)
+
+    return unary
+
+

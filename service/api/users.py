@@ -1,0 +1,85 @@
+"""users.v1.UserService servicer: parse the request, call the use case, convert back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+from users.v1 import user_service_pb2 as pb
+from users.v1 import user_service_pb2_grpc as pb_grpc
+from users.v1.resources_pb2 import User as UserMessage
+
+from service.api import convert
+from service.api.status import maps_errors
+from service.domain import users
+from service.domain.errors import NotImplementedYetError
+from service.domain.ports import UnitOfWorkFactory
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+SERVICE = "users.v1.UserService"
+
+
+@maps_errors
+class UserService(pb_grpc.UserServiceServicer):
+    def __init__(self, new_uow: UnitOfWorkFactory) -> None:
+        self._uow = new_uow
+
+    async def CreateUser(self, request: pb.CreateUserRequest, context: Ctx) -> UserMessage:
+        user = convert.user_input_of(request.user) if request.HasField("user") else None
+        created = await users.create_user(self._uow, user, request.request_id)
+        return convert.user_to_proto(created)
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> UserMessage:
+        user = await users.get_user(self._uow, request.id, convert.view_of(request.view))
+        return convert.user_to_proto(user)
+
+    async def BatchGetUsers(
+        self, request: pb.BatchGetUsersRequest, context: Ctx
+    ) -> pb.BatchGetUsersResponse:
+        found = await users.batch_get_users(
+            self._uow, list(request.ids), convert.view_of(request.view)
+        )
+        return pb.BatchGetUsersResponse(users=[convert.user_to_proto(u) for u in found])
+
+    async def UpdateUser(self, request: pb.UpdateUserRequest, context: Ctx) -> UserMessage:
+        updated = await users.update_user(
+            self._uow,
+            request.user.id,
+            convert.user_input_of(request.user),
+            request.user.etag,
+            list(request.update_mask.paths),
+        )
+        return convert.user_to_proto(updated)
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: Ctx
+    ) -> empty_pb2.Empty:
+        await users.delete_user(self._uow, request.id, request.etag, request.force)
+        return empty_pb2.Empty()
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:
+        raise NotImplementedYetError(f"{SERVICE}/ListUsers")
+
+    async def StreamUsers(
+        self, request: pb.StreamUsersRequest, context: Ctx
+    ) -> AsyncIterator[pb.StreamUsersResponse]:
+        raise NotImplementedYetError(f"{SERVICE}/StreamUsers")
+        yield  # an async generator, as server-streaming handlers are
+
+    async def BatchCreateUsers(
+        self, request: pb.BatchCreateUsersRequest, context: Ctx
+    ) -> pb.BatchCreateUsersResponse:
+        raise NotImplementedYetError(f"{SERVICE}/BatchCreateUsers")
+
+    async def ImportUsers(
+        self, request_iterator: AsyncIterator[pb.ImportUsersRequest], context: Ctx
+    ) -> pb.ImportUsersResponse:
+        raise NotImplementedYetError(f"{SERVICE}/ImportUsers")
+
+    async def WatchUsers(
+        self, request: pb.WatchUsersRequest, context: Ctx
+    ) -> AsyncIterator[pb.UserChange]:
+        raise NotImplementedYetError(f"{SERVICE}/WatchUsers")
+        yield  # an async generator, as server-streaming handlers are

@@ -1,0 +1,77 @@
+"""Database URL -> one AsyncEngine per process, tuned per dialect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+SUPPORTED_DRIVERS = {
+    "postgresql+asyncpg": "PostgreSQL",
+    "mysql+aiomysql": "MariaDB/MySQL",
+    "mariadb+aiomysql": "MariaDB/MySQL",
+    "sqlite+aiosqlite": "SQLite",
+}
+
+
+class BadDatabaseUrlError(ValueError):
+    """The URL cannot name a supported database; the message is for the operator."""
+
+
+def parse_url(raw: str) -> URL:
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise BadDatabaseUrlError(
+            f"database URL {safe_url(raw)!r} is not a URL; expected e.g. "
+            "postgresql+asyncpg://user:password@host:5432/dbname"
+        ) from None
+    if url.drivername not in SUPPORTED_DRIVERS:
+        raise BadDatabaseUrlError(
+            f"database URL scheme {url.drivername!r} is not supported; use one of "
+            + ", ".join(f"{d}://" for d in SUPPORTED_DRIVERS)
+        )
+    if url.drivername.startswith("sqlite") and not url.database:
+        raise BadDatabaseUrlError(
+            "an SQLite URL needs a file, e.g. sqlite+aiosqlite:///users.db"
+        )
+    if url.drivername.startswith(("mysql", "mariadb")) and "charset" not in url.query:
+        # Emoji in names need 4-byte UTF-8; MariaDB's "utf8" is 3-byte.
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+def safe_url(raw: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return make_url(raw).render_as_string(hide_password=True)
+    except ArgumentError:
+        return raw.split("@")[-1] if "@" in raw else raw
+
+
+def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    url = parse_url(raw_url)
+    options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size}
+    if url.get_backend_name() == "sqlite":
+        # SQLite allows one writer; one shared connection serialises writers instead
+        # of failing them with "database is locked".
+        options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 30}
+    elif url.get_backend_name() in ("mysql", "mariadb"):
+        # MariaDB drops idle connections after wait_timeout (8 h by default).
+        options["pool_recycle"] = 3600
+    engine = create_async_engine(url, **options)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

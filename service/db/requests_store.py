@@ -1,0 +1,69 @@
+"""Remembered request_ids (API.md idempotency), per method."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.errors import is_unique_violation
+from service.db.tables import request_ids
+from service.domain.ports import RequestRecord
+
+
+class RequestsStore:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def find(self, method: str, request_id: str, since: datetime) -> RequestRecord | None:
+        row = (
+            await self._connection.execute(
+                select(
+                    request_ids.c.fingerprint,
+                    request_ids.c.resource_id,
+                    request_ids.c.create_time,
+                ).where(
+                    request_ids.c.method == method,
+                    request_ids.c.request_id == request_id,
+                    request_ids.c.create_time >= since,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return RequestRecord(
+            fingerprint=row.fingerprint, resource_id=row.resource_id, create_time=row.create_time
+        )
+
+    async def claim(
+        self, method: str, request_id: str, fingerprint: str, now: datetime, since: datetime
+    ) -> bool:
+        key = and_(request_ids.c.method == method, request_ids.c.request_id == request_id)
+        # An expired record of the same id would block the insert; it is forgotten.
+        await self._connection.execute(
+            delete(request_ids).where(key, request_ids.c.create_time < since)
+        )
+        try:
+            await self._connection.execute(
+                insert(request_ids).values(
+                    method=method,
+                    request_id=request_id,
+                    fingerprint=fingerprint,
+                    resource_id=None,
+                    create_time=now,
+                )
+            )
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                return False
+            raise
+        return True
+
+    async def attach(self, method: str, request_id: str, resource_id: int) -> None:
+        await self._connection.execute(
+            update(request_ids)
+            .where(request_ids.c.method == method, request_ids.c.request_id == request_id)
+            .values(resource_id=resource_id)
+        )

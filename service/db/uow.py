@@ -1,0 +1,56 @@
+"""A unit of work: one connection, one transaction, rolled back unless committed."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from service.db.errors import is_unavailable, translated_errors
+from service.db.requests_store import RequestsStore
+from service.db.users_store import UsersStore
+from service.domain.errors import DatabaseUnavailableError
+
+
+class SqlUnitOfWork:
+    users: UsersStore
+    requests: RequestsStore
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._transaction: AsyncTransaction | None = None
+
+    async def __aenter__(self) -> Self:
+        async with translated_errors():
+            self._connection = await self._engine.connect()
+            try:
+                self._transaction = await self._connection.begin()
+            except BaseException:
+                await self._connection.close()
+                raise
+        self.users = UsersStore(self._connection)
+        self.requests = RequestsStore(self._connection)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, self._connection, self._transaction = self._connection, None, None
+        assert connection is not None
+        # Closing rolls back whatever was not committed and returns the connection to
+        # the pool; shielded so a cancelled call (client gone, deadline) cannot leak it.
+        async with translated_errors():
+            await asyncio.shield(connection.close())
+        if exc is not None and is_unavailable(exc):
+            raise DatabaseUnavailableError() from exc
+
+    async def commit(self) -> None:
+        assert self._transaction is not None
+        async with translated_errors():
+            await self._transaction.commit()
