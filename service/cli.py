@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -25,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             _run(_migrate(settings))
-            print("database schema is up to date", file=sys.stderr)
+            sys.stderr.write("database schema is up to date\n")
         else:
             _run(serve(settings))
     except BadDatabaseUrlError as error:
@@ -69,5 +68,5 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"users-service: error: {message}", file=sys.stderr)
+    sys.stderr.write(f"users-service: error: {message}\n")
     return 2

@@ -25,7 +25,10 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     """Flags of `serve`; each falls back to its environment variable (API.md)."""
     parser.add_argument("--host", default=env.get("HOST", "[::]"), help="address to bind (HOST)")
     parser.add_argument(
-        "--port", type=int, default=_int(env, "PORT", 50051), help="port to bind; 0 picks one (PORT)"
+        "--port",
+        type=int,
+        default=_int(env, "PORT", 50051),
+        help="port to bind; 0 picks one (PORT)",
     )
     add_database_flag(parser, env)
     parser.add_argument(

@@ -8,11 +8,14 @@ import signal
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from users.v1 import address_service_pb2, address_service_pb2_grpc, user_service_pb2
-from users.v1 import user_service_pb2_grpc
+from users.v1 import (
+    address_service_pb2,
+    address_service_pb2_grpc,
+    user_service_pb2,
+    user_service_pb2_grpc,
+)
 
 from service.api.addresses import AddressService
 from service.api.users import UserService
@@ -20,6 +23,8 @@ from service.config import Settings
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.db.uow import SqlUnitOfWork
+from service.health import SERVICE_NAME as HEALTH_SERVICE
+from service.health import Health
 
 log = logging.getLogger("users.server")
 
@@ -37,12 +42,12 @@ class StartupError(Exception):
 class RunningServer:
     server: grpc.aio.Server
     engine: AsyncEngine
-    health: health.aio.HealthServicer
+    health: Health
     port: int
 
     async def stop(self, grace: float | None) -> None:
         """Readiness NOT_SERVING first, then refuse new calls and drain, then close the pool."""
-        await self.health.enter_graceful_shutdown()
+        await self.health.draining()
         await self.server.stop(grace)
         await self.engine.dispose()
 
@@ -59,10 +64,9 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         address_service_pb2_grpc.add_AddressServiceServicer_to_server(
             AddressService(lambda: SqlUnitOfWork(engine)), server
         )
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        health = Health(server, READINESS)
         reflection.enable_server_reflection(
-            (*READINESS, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*READINESS, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
         address = f"{settings.host}:{settings.port}"
         try:
@@ -73,9 +77,8 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
     except BaseException:
         await engine.dispose()
         raise
-    for name in ("", *READINESS):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, engine=engine, health=health_servicer, port=port)
+    await health.serving()
+    return RunningServer(server=server, engine=engine, health=health, port=port)
 
 
 async def serve(settings: Settings) -> None:

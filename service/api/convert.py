@@ -11,7 +11,7 @@ from service.domain.errors import FieldViolation, InvalidArgumentError
 from service.domain.models import Address, User, View
 from service.domain.users import UserInput
 
-_VIEWS = {pb.USER_VIEW_BASIC: View.BASIC, pb.USER_VIEW_FULL: View.FULL}
+_VIEWS: dict[int, View] = {pb.USER_VIEW_BASIC: View.BASIC, pb.USER_VIEW_FULL: View.FULL}
 
 
 def view_of(value: int, field: str = "view", default: View = View.FULL) -> View:

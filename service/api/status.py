@@ -14,10 +14,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, TypeVar
 
+# google.rpc is a namespace package that mypy resolves only through full imports.
+import google.rpc.error_details_pb2 as error_details_pb2  # noqa: PLR0402
+import google.rpc.status_pb2 as status_pb2  # noqa: PLR0402
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.domain import errors
@@ -80,7 +82,9 @@ def details_for(error: errors.DomainError) -> list[Message]:
         )
     elif isinstance(error, errors.DatabaseUnavailableError):
         details.append(
-            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=RETRY_AFTER_SECONDS))
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=RETRY_AFTER_SECONDS)
+            )
         )
     return details
 
@@ -142,7 +146,7 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
                     yield response
             except grpc.aio.AbortError:
                 raise
-            except Exception as error:  # noqa: BLE001 - the one place errors become statuses
+            except Exception as error:
                 await abort(context, error)
 
         return streaming
@@ -153,9 +157,7 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as error:  # noqa: BLE001 - the one place errors become statuses
+        except Exception as error:
             await abort(context, error)
 
     return unary
-
-

@@ -53,9 +53,7 @@ class UserService(pb_grpc.UserServiceServicer):
         )
         return convert.user_to_proto(updated)
 
-    async def DeleteUser(
-        self, request: pb.DeleteUserRequest, context: Ctx
-    ) -> empty_pb2.Empty:
+    async def DeleteUser(self, request: pb.DeleteUserRequest, context: Ctx) -> empty_pb2.Empty:
         await users.delete_user(self._uow, request.id, request.etag, request.force)
         return empty_pb2.Empty()
 

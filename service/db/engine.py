@@ -36,9 +36,7 @@ def parse_url(raw: str) -> URL:
             + ", ".join(f"{d}://" for d in SUPPORTED_DRIVERS)
         )
     if url.drivername.startswith("sqlite") and not url.database:
-        raise BadDatabaseUrlError(
-            "an SQLite URL needs a file, e.g. sqlite+aiosqlite:///users.db"
-        )
+        raise BadDatabaseUrlError("an SQLite URL needs a file, e.g. sqlite+aiosqlite:///users.db")
     if url.drivername.startswith(("mysql", "mariadb")) and "charset" not in url.query:
         # Emoji in names need 4-byte UTF-8; MariaDB's "utf8" is 3-byte.
         url = url.update_query_dict({"charset": "utf8mb4"})
@@ -50,7 +48,7 @@ def safe_url(raw: str) -> str:
     try:
         return make_url(raw).render_as_string(hide_password=True)
     except ArgumentError:
-        return raw.split("@")[-1] if "@" in raw else raw
+        return raw.rsplit("@", maxsplit=1)[-1] if "@" in raw else raw
 
 
 def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:

@@ -29,20 +29,21 @@ def is_unique_violation(error: sa_exc.IntegrityError) -> bool:
         sqlite_error = cause if isinstance(cause, sqlite3.IntegrityError) else orig
         name = getattr(sqlite_error, "sqlite_errorname", "")
         return name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
-    args = getattr(orig, "args", ())
+    args: tuple[object, ...] = getattr(orig, "args", ())
     return bool(args) and args[0] == _MYSQL_DUPLICATE_ENTRY
 
 
 def is_unavailable(error: BaseException) -> bool:
     """True for errors that mean the database cannot be reached or is overloaded."""
-    if isinstance(error, OSError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(error, sa_exc.TimeoutError):  # pool exhausted
+    # sa_exc.TimeoutError is the pool's "no connection free in time".
+    if isinstance(error, OSError | sa_exc.TimeoutError):
         return True
     if not isinstance(error, sa_exc.DBAPIError):
         return False
-    if error.connection_invalidated:
-        return True
+    return error.connection_invalidated or _driver_says_unavailable(error)
+
+
+def _driver_says_unavailable(error: sa_exc.DBAPIError) -> bool:
     orig = error.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str):

@@ -16,6 +16,7 @@ from service.db.tables import addresses, users
 from service.domain.errors import EmailTakenError
 from service.domain.models import Address, NewUser, User, UserChanges, View
 
+_Row = Row[Any, Any, Any, Any, Any, Any]
 _USER_COLUMNS = (
     users.c.id,
     users.c.name,
@@ -54,6 +55,7 @@ class UsersStore:
             if is_unique_violation(error):
                 raise EmailTakenError(new.email) from error
             raise
+        assert result.inserted_primary_key is not None
         user_id = int(result.inserted_primary_key[0])
         if new.address_emails:
             await self._connection.execute(
@@ -72,7 +74,9 @@ class UsersStore:
         return user_id
 
     async def get_many(self, ids: Sequence[int], view: View) -> dict[int, User]:
-        rows = (await self._connection.execute(select(*_USER_COLUMNS).where(users.c.id.in_(ids)))).all()
+        rows = (
+            await self._connection.execute(select(*_USER_COLUMNS).where(users.c.id.in_(ids)))
+        ).all()
         if view is View.BASIC or not rows:
             return {row.id: user_from(row) for row in rows}
         # One query for all addresses of all users: constant, whatever the count (no N+1).
@@ -102,7 +106,9 @@ class UsersStore:
             values["email"] = changes.email
             values["email_domain"] = domain_of(changes.email)
         try:
-            await self._connection.execute(update(users).where(users.c.id == user_id).values(values))
+            await self._connection.execute(
+                update(users).where(users.c.id == user_id).values(values)
+            )
         except IntegrityError as error:
             if is_unique_violation(error) and changes.email is not None:
                 raise EmailTakenError(changes.email) from error
@@ -125,7 +131,7 @@ def domain_of(email: str) -> str:
     return email.rpartition("@")[2]
 
 
-def user_from(row: Row[Any], owned: tuple[Address, ...] | None = None) -> User:
+def user_from(row: _Row, owned: tuple[Address, ...] | None = None) -> User:
     return User(
         id=row.id,
         name=row.name,
@@ -137,7 +143,7 @@ def user_from(row: Row[Any], owned: tuple[Address, ...] | None = None) -> User:
     )
 
 
-def address_from(row: Row[Any]) -> Address:
+def address_from(row: _Row) -> Address:
     return Address(
         id=row.id,
         user_id=row.user_id,

@@ -59,8 +59,11 @@ class RequestsRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction: commit() makes it durable; leaving without it rolls back."""
 
-    users: UsersRepository
-    requests: RequestsRepository
+    @property
+    def users(self) -> UsersRepository: ...
+
+    @property
+    def requests(self) -> RequestsRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -104,9 +104,7 @@ async def get_user(new_uow: UnitOfWorkFactory, user_id: int, view: View) -> User
     return users[user_id]
 
 
-async def batch_get_users(
-    new_uow: UnitOfWorkFactory, ids: Sequence[int], view: View
-) -> list[User]:
+async def batch_get_users(new_uow: UnitOfWorkFactory, ids: Sequence[int], view: View) -> list[User]:
     found = check.Violations()
     check.check_count(found, "ids", len(ids), "id", check.BATCH_MAX)
     if len(ids) <= check.BATCH_MAX:
