@@ -32,21 +32,21 @@ wait_for() {
 locked=0
 become_admin() {  # root only, and one bring-up at a time
   [[ $(id -u) -eq 0 ]] || die "$1 needs to be started or configured, which needs root (or set TEST_POSTGRES_URL and TEST_MYSQL_URL)"
-  if ((!locked)); then
+  if ((!locked)); then  # fd 9; closed (9>&-) for every daemon we start
     exec 9>/run/lock/users-v1-test-databases.lock
-    flock -w 300 9 || die "another test-databases.sh run holds /run/lock/users-v1-test-databases.lock"
+    flock -w 180 9 || die "another test-databases.sh run holds /run/lock/users-v1-test-databases.lock"
     locked=1
   fi
 }
 
 apt_updated=0
 apt_install() {
-  if ((!apt_updated)); then apt-get update; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+  if ((!apt_updated)); then apt-get update 9>&-; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" 9>&-
 }
 
 # ---------------------------------------------------------------- PostgreSQL
-pg_sql() { psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -w -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
+pg_sql() { PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -w -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 pg_ok() { pg_sql -c 'SELECT 1' >/dev/null 2>&1; }
 
 postgres_up() {
@@ -67,11 +67,11 @@ postgres_up() {
   fi
   if pg_isready -q -h 127.0.0.1; then
     say "PostgreSQL $v: reloading"
-    pg_ctlcluster --skip-systemctl-redirect "$v" main reload
+    pg_ctlcluster --skip-systemctl-redirect "$v" main reload 9>&-
   else
     say "PostgreSQL $v: starting"
     local rc=0
-    pg_ctlcluster --skip-systemctl-redirect "$v" main start || rc=$?
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start 9>&- || rc=$?
     ((rc == 0 || rc == 2)) || die "pg_ctlcluster $v main start exited $rc; see /var/log/postgresql/postgresql-$v-main.log"
   fi
   if ! wait_for "$WAIT_SECONDS" pg_isready -h 127.0.0.1 -p 5432; then
@@ -90,7 +90,7 @@ pg_trgm_check() {  # the tests may use it; warn only
 }
 
 # ------------------------------------------------------------------- MariaDB
-my_tcp() { mysql --protocol=TCP -h 127.0.0.1 -P 3306 -u root -N -B "$@"; }
+my_tcp() { mysql --connect-timeout=5 --protocol=TCP -h 127.0.0.1 -P 3306 -u root -N -B "$@"; }
 my_max_connections() { my_tcp -e 'SELECT @@GLOBAL.max_connections' 2>/dev/null; }
 my_ok() { local n; n=$(my_max_connections) && ((n >= MY_MAX_CONNECTIONS)); }
 
@@ -107,7 +107,7 @@ mariadb_up() {
     install -d -o mysql -g root -m 755 /run/mysqld
     install -d -o mysql -g adm -m 2750 "$(dirname "$MY_LOG")"
     start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
-      --user=mysql --max-connections="$MY_MAX_CONNECTIONS" --log-error="$MY_LOG"
+      --user=mysql --max-connections="$MY_MAX_CONNECTIONS" --log-error="$MY_LOG" 9>&-
     if ! wait_for "$WAIT_SECONDS" mysqladmin ping --silent; then
       tail -n 20 "$MY_LOG" >&2 || true
       die "MariaDB did not answer 'mysqladmin ping' within ${WAIT_SECONDS}s (log: $MY_LOG)"
