@@ -61,6 +61,9 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     elif url.get_backend_name() in ("mysql", "mariadb"):
         # MariaDB drops idle connections after wait_timeout (8 h by default).
         options["pool_recycle"] = 3600
+        # PostgreSQL's default level; under InnoDB's REPEATABLE READ, gap locks turn
+        # concurrent inserts of one key (request ids, emails) into deadlocks.
+        options["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)

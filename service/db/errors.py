@@ -12,25 +12,25 @@ from service.domain.errors import DatabaseUnavailableError
 
 _PG_UNIQUE_VIOLATION = "23505"
 _MYSQL_DUPLICATE_ENTRY = 1062
-# PostgreSQL SQLSTATE classes that mean "cannot serve now, retry": connection
-# exceptions, insufficient resources, operator intervention (shutdown).
-_PG_UNAVAILABLE_CLASSES = ("08", "53", "57P")
-# MariaDB client/server errors for a lost or refused connection or overload.
+# PostgreSQL SQLSTATEs that mean "cannot serve now, retry": connection exceptions,
+# insufficient resources, operator intervention (shutdown), serialization failures
+# and deadlocks.
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "57P", "40001", "40P01")
+# MariaDB client/server errors for a lost or refused connection, overload, lock
+# wait timeout and deadlock.
 _MYSQL_UNAVAILABLE = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 
 
 def is_unique_violation(error: sa_exc.IntegrityError) -> bool:
     orig = error.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate is not None:
-        return bool(sqlstate == _PG_UNIQUE_VIOLATION)
-    cause = orig.__cause__ if orig is not None else None
-    if isinstance(cause, sqlite3.IntegrityError) or isinstance(orig, sqlite3.IntegrityError):
-        sqlite_error = cause if isinstance(cause, sqlite3.IntegrityError) else orig
+    errno = _mysql_errno(orig)
+    if errno is not None:
+        return errno == _MYSQL_DUPLICATE_ENTRY
+    sqlite_error = _sqlite_error(orig)
+    if sqlite_error is not None:
         name = getattr(sqlite_error, "sqlite_errorname", "")
         return name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
-    args: tuple[object, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] == _MYSQL_DUPLICATE_ENTRY
+    return getattr(orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -45,13 +45,32 @@ def is_unavailable(error: BaseException) -> bool:
 
 def _driver_says_unavailable(error: sa_exc.DBAPIError) -> bool:
     orig = error.orig
+    errno = _mysql_errno(orig)
+    if errno is not None:
+        return errno in _MYSQL_UNAVAILABLE
+    if _sqlite_error(orig) is not None:
+        return isinstance(error, sa_exc.OperationalError)  # locked, busy, disk I/O
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str):
         return sqlstate.startswith(_PG_UNAVAILABLE_CLASSES)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0] in _MYSQL_UNAVAILABLE
     return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+
+
+def _mysql_errno(orig: BaseException | None) -> int | None:
+    # PyMySQL (under aiomysql) puts the server's error number first in args;
+    # its sqlstate is the coarse ANSI class, too coarse to tell cases apart.
+    if type(orig).__module__.startswith("pymysql"):
+        args: tuple[object, ...] = getattr(orig, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0]
+    return None
+
+
+def _sqlite_error(orig: BaseException | None) -> sqlite3.Error | None:
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        if isinstance(candidate, sqlite3.Error):
+            return candidate
+    return None
 
 
 @asynccontextmanager

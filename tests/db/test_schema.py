@@ -1,0 +1,67 @@
+"""Migrations up and down, and the database itself enforcing uniqueness."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, inspect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import migrate
+from service.db.engine import create_engine
+from service.db.errors import is_unique_violation
+from service.db.tables import users
+from tests.backends import fresh_database
+
+TABLES = {"users", "addresses", "request_ids"}
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    created = create_engine(database_url, pool_size=2)
+    yield created
+    await created.dispose()
+
+
+async def table_names(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+async def test_migrations_go_down_and_up_again(backend: str, tmp_path: Path) -> None:
+    # A database of its own: the shared one serves the other tests meanwhile.
+    async with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            await migrate.upgrade(engine)
+            assert await table_names(engine) >= TABLES
+            await migrate.downgrade(engine, "base")
+            assert not TABLES & await table_names(engine)
+            await migrate.upgrade(engine)
+            assert await table_names(engine) >= TABLES
+        finally:
+            await engine.dispose()
+
+
+async def test_unique_index_rejects_a_duplicate_email_without_any_pre_check(
+    running: object, engine: AsyncEngine
+) -> None:
+    now = datetime.now(UTC)
+    row = {
+        "name": "Raw",
+        "email": f"raw-{now.timestamp()}@example.com",
+        "email_domain": "example.com",
+        "create_time": now,
+        "update_time": now,
+        "version": 1,
+    }
+    async with engine.begin() as connection:
+        await connection.execute(insert(users).values(row))
+    with pytest.raises(IntegrityError) as raised:
+        async with engine.begin() as connection:
+            await connection.execute(insert(users).values(row))
+    assert is_unique_violation(raised.value)
