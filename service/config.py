@@ -17,8 +17,20 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     grace_seconds: float = 10.0
     log_format: str = "text"
-    # Server key that signs page tokens; a random per-process key when unset.
+    workers: int = 1
+    metrics_port: int | None = None
+    auth_tokens_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Set for the processes that `--workers N` starts: they share the port (SO_REUSEPORT)
+    # and leave migrations to the parent. Never a flag of its own for operators.
+    worker: bool = False
+    # Server key that signs page tokens (PAGE_TOKEN_KEY); when unset, a random key that
+    # the first start stores in the database (table server_keys) for every process.
     page_token_key: str = ""
+    # ImportUsers aborts a client silent for this long (API.md: 60 s); IMPORT_IDLE_SECONDS.
+    import_idle_seconds: float = 60.0
 
 
 def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -43,6 +55,41 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         default=env.get("LOG_FORMAT", "text"),
         help="log line format (LOG_FORMAT)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=_int(env, "WORKERS", 1),
+        help="server processes sharing the port with SO_REUSEPORT (WORKERS)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_optional_int(env, "METRICS_PORT"),
+        help="serve Prometheus /metrics on this port; off when unset (METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--auth-tokens-file",
+        default=env.get("AUTH_TOKENS_FILE", ""),
+        help="require 'authorization: Bearer <token>'; the file has one "
+        "'<read|write> <sha256-hex-of-token>' a line, re-read on SIGHUP (AUTH_TOKENS_FILE)",
+    )
+    parser.add_argument(
+        "--tls-cert-file",
+        default=env.get("TLS_CERT_FILE", ""),
+        help="PEM certificate chain: serve TLS (TLS_CERT_FILE)",
+    )
+    parser.add_argument(
+        "--tls-key-file",
+        default=env.get("TLS_KEY_FILE", ""),
+        help="PEM private key of --tls-cert-file (TLS_KEY_FILE)",
+    )
+    parser.add_argument(
+        "--tls-client-ca-file",
+        default=env.get("TLS_CLIENT_CA_FILE", ""),
+        help="PEM CA certificates: require client certificates signed by them, mTLS "
+        "(TLS_CLIENT_CA_FILE)",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
 def add_database_flag(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -62,8 +109,30 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         database_url=args.database_url,
         grace_seconds=getattr(args, "grace_seconds", 10.0),
         log_format=getattr(args, "log_format", "text"),
+        workers=getattr(args, "workers", 1),
+        metrics_port=getattr(args, "metrics_port", None),
+        auth_tokens_file=getattr(args, "auth_tokens_file", ""),
+        tls_cert_file=getattr(args, "tls_cert_file", ""),
+        tls_key_file=getattr(args, "tls_key_file", ""),
+        tls_client_ca_file=getattr(args, "tls_client_ca_file", ""),
+        worker=getattr(args, "worker", False),
         page_token_key=env.get("PAGE_TOKEN_KEY", ""),
+        import_idle_seconds=_float(env, "IMPORT_IDLE_SECONDS", 60.0),
     )
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name}={raw!r} is not a number") from None
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    return _int(env, name, 0) if env.get(name) else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

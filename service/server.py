@@ -3,33 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import time
 from dataclasses import dataclass
 
 import grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from users.v1 import (
-    address_service_pb2,
-    address_service_pb2_grpc,
-    user_service_pb2,
-    user_service_pb2_grpc,
-)
+from users.v1 import address_service_pb2, user_service_pb2
 
 from service.api.addresses import AddressService
+from service.api.calls import CallLayer
+from service.api.page_tokens import PageTokenCodec
+from service.api.registry import add_servicer
 from service.api.users import UserService
 from service.config import Settings
+from service.db import server_keys
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.db.uow import SqlUnitOfWork
+from service.domain import housekeeping
+from service.domain.ports import UnitOfWorkFactory
 from service.health import SERVICE_NAME as HEALTH_SERVICE
 from service.health import Health
+from service.readiness import ReadinessProbe
 
 log = logging.getLogger("users.server")
 
-USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
-ADDRESS_SERVICE = address_service_pb2.DESCRIPTOR.services_by_name["AddressService"].full_name
+USER_SERVICE_DESCRIPTOR = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
+ADDRESS_SERVICE_DESCRIPTOR = address_service_pb2.DESCRIPTOR.services_by_name["AddressService"]
+USER_SERVICE = USER_SERVICE_DESCRIPTOR.full_name
+ADDRESS_SERVICE = ADDRESS_SERVICE_DESCRIPTOR.full_name
 # API.md: "" is liveness; each users.v1 service is readiness.
 READINESS = (USER_SERVICE, ADDRESS_SERVICE)
 
@@ -44,27 +50,60 @@ class RunningServer:
     engine: AsyncEngine
     health: Health
     port: int
+    calls: CallLayer
+    readiness: ReadinessProbe
+    housekeeping: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None) -> None:
-        """Readiness NOT_SERVING first, then refuse new calls and drain, then close the pool."""
+        """Readiness NOT_SERVING first; then new calls are refused, open server streams end
+        with UNAVAILABLE (their clients resume elsewhere), unary calls get `grace` seconds;
+        then the pool is closed."""
         await self.health.draining()
+        self.calls.begin_draining()
+        if grace is not None:
+            # Calls that arrive meanwhile get a clean UNAVAILABLE from the call layer;
+            # once grpc itself stops, calls still queued inside it end CANCELLED.
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self.calls.drained()
+            grace = max(0.0, grace - (time.monotonic() - started))
         await self.server.stop(grace)
+        if self.housekeeping is not None:
+            self.housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.housekeeping
+        await self.readiness.stop()
         await self.engine.dispose()
 
 
 async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
     engine = create_engine(settings.database_url)
+    readiness: ReadinessProbe | None = None
     try:
         if migrate:
             await upgrade(engine)
-        server = grpc.aio.server()
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            UserService(lambda: SqlUnitOfWork(engine)), server
+        page_tokens = PageTokenCodec(await _page_token_key(settings, engine))
+        calls = CallLayer()
+        server = grpc.aio.server(options=_server_options(settings))
+        add_servicer(
+            server,
+            UserService(
+                lambda: SqlUnitOfWork(engine),
+                page_tokens,
+                import_idle_seconds=settings.import_idle_seconds,
+            ),
+            USER_SERVICE_DESCRIPTOR,
+            calls,
         )
-        address_service_pb2_grpc.add_AddressServiceServicer_to_server(
-            AddressService(lambda: SqlUnitOfWork(engine)), server
+        add_servicer(
+            server,
+            AddressService(lambda: SqlUnitOfWork(engine), page_tokens),
+            ADDRESS_SERVICE_DESCRIPTOR,
+            calls,
         )
         health = Health(server, READINESS)
+        readiness = ReadinessProbe(settings.database_url, health.set_ready)
         reflection.enable_server_reflection(
             (*READINESS, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
@@ -75,10 +114,54 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
             raise StartupError(f"cannot listen on {address}: is the port in use?") from error
         await server.start()
     except BaseException:
+        if readiness is not None:
+            await readiness.stop()
         await engine.dispose()
         raise
     await health.serving()
-    return RunningServer(server=server, engine=engine, health=health, port=port)
+    readiness.start()
+    return RunningServer(
+        server=server,
+        engine=engine,
+        health=health,
+        port=port,
+        calls=calls,
+        readiness=readiness,
+        housekeeping=asyncio.create_task(_housekeep(lambda: SqlUnitOfWork(engine))),
+    )
+
+
+async def _housekeep(new_uow: UnitOfWorkFactory) -> None:
+    """Purges expired request_ids and abandoned import staging at start, then hourly."""
+    every = housekeeping.PURGE_EVERY_SECONDS
+    while True:
+        try:
+            purged = await housekeeping.purge_expired(new_uow)
+        except Exception:
+            # The database may be away for a while; the next round tries again.
+            log.warning("housekeeping failed; next try in %.0f s", every, exc_info=True)
+        else:
+            if purged.request_ids or purged.imports:
+                log.info(
+                    "housekeeping: forgot %d request_ids, discarded %d abandoned imports",
+                    purged.request_ids,
+                    purged.imports,
+                )
+        await asyncio.sleep(every)
+
+
+def _server_options(settings: Settings) -> list[tuple[str, int]]:
+    # gRPC turns SO_REUSEPORT on by default, which lets a second server bind a port that
+    # is in use without an error; only worker processes share a port on purpose.
+    return [("grpc.so_reuseport", 1 if settings.worker else 0)]
+
+
+async def _page_token_key(settings: Settings, engine: AsyncEngine) -> bytes:
+    """PAGE_TOKEN_KEY if set, else the key stored in the database: either way every worker
+    and every restart serving this database accepts the tokens of the others."""
+    if settings.page_token_key:
+        return settings.page_token_key.encode("utf-8")
+    return await server_keys.load_or_create(engine, server_keys.PAGE_TOKEN_KEY)
 
 
 async def serve(settings: Settings) -> None:

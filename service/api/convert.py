@@ -6,8 +6,10 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from users.v1 import resources_pb2 as pb
+from users.v1 import user_service_pb2
 
 from service.domain.errors import FieldViolation, InvalidArgumentError
+from service.domain.listing import ListUsersInput
 from service.domain.models import Address, User, View
 from service.domain.users import UserInput
 
@@ -27,6 +29,19 @@ def view_of(value: int, field: str = "view", default: View = View.FULL) -> View:
 def user_input_of(user: pb.User) -> UserInput:
     return UserInput(
         name=user.name, email=user.email, address_emails=[a.email for a in user.addresses]
+    )
+
+
+def list_users_input_of(request: user_service_pb2.ListUsersRequest) -> ListUsersInput:
+    return ListUsersInput(
+        page_size=request.page_size,
+        page_token=request.page_token,
+        email_domain=request.email_domain,
+        address_email_contains=request.address_email_contains,
+        email=request.email,
+        order_by=request.order_by,
+        # API.md: ListUsers defaults to BASIC.
+        view=view_of(request.view, default=View.BASIC),
     )
 
 

@@ -35,8 +35,12 @@ STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
     errors.StaleEtagError: grpc.StatusCode.ABORTED,
+    # AIP-193: ABORTED asks the client to retry at a higher level (the whole import).
+    errors.ImportAbortedError: grpc.StatusCode.ABORTED,
     errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.DatabaseUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     errors.NotImplementedYetError: grpc.StatusCode.UNIMPLEMENTED,
 }
 
@@ -80,7 +84,7 @@ def details_for(error: errors.DomainError) -> list[Message]:
                 ]
             )
         )
-    elif isinstance(error, errors.DatabaseUnavailableError):
+    elif isinstance(error, errors.UnavailableError):
         details.append(
             error_details_pb2.RetryInfo(
                 retry_delay=duration_pb2.Duration(seconds=RETRY_AFTER_SECONDS)
@@ -120,8 +124,13 @@ def domain_status(error: errors.DomainError) -> grpc.Status:
     return status_of(code, error.message, details_for(error))
 
 
+def status_for(error: Exception) -> grpc.Status:
+    """The status a failed call ends with; unforeseen errors are logged here."""
+    return domain_status(error) if isinstance(error, errors.DomainError) else internal_status()
+
+
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
-    status = domain_status(error) if isinstance(error, errors.DomainError) else internal_status()
+    status = status_for(error)
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
@@ -13,8 +13,10 @@ from users.v1.resources_pb2 import User as UserMessage
 
 from service.api import convert
 from service.api.status import maps_errors
-from service.domain import users
+from service.domain import bulk, imports, listing, streaming, users
 from service.domain.errors import NotImplementedYetError
+from service.domain.listing import PageTokens
+from service.domain.models import View
 from service.domain.ports import UnitOfWorkFactory
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -23,8 +25,16 @@ SERVICE = "users.v1.UserService"
 
 @maps_errors
 class UserService(pb_grpc.UserServiceServicer):
-    def __init__(self, new_uow: UnitOfWorkFactory) -> None:
+    def __init__(
+        self,
+        new_uow: UnitOfWorkFactory,
+        page_tokens: PageTokens,
+        *,
+        import_idle_seconds: float = imports.IDLE_SECONDS,
+    ) -> None:
         self._uow = new_uow
+        self._page_tokens = page_tokens
+        self._import_idle_seconds = import_idle_seconds
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Ctx) -> UserMessage:
         user = convert.user_input_of(request.user) if request.HasField("user") else None
@@ -58,26 +68,61 @@ class UserService(pb_grpc.UserServiceServicer):
         return empty_pb2.Empty()
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:
-        raise NotImplementedYetError(f"{SERVICE}/ListUsers")
+        page = await listing.list_users(
+            self._uow, self._page_tokens, convert.list_users_input_of(request)
+        )
+        return pb.ListUsersResponse(
+            users=[convert.user_to_proto(u) for u in page.items],
+            next_page_token=page.next_page_token,
+        )
 
     async def StreamUsers(
         self, request: pb.StreamUsersRequest, context: Ctx
     ) -> AsyncIterator[pb.StreamUsersResponse]:
-        raise NotImplementedYetError(f"{SERVICE}/StreamUsers")
-        yield  # an async generator, as server-streaming handlers are
+        wanted = streaming.StreamInput(
+            email_domain=request.email_domain,
+            address_email_contains=request.address_email_contains,
+            email=request.email,
+            view=convert.view_of(request.view, default=View.BASIC),
+            after_id=request.after_id,
+            batch_size=request.batch_size,
+        )
+        async for batch in streaming.stream_users(self._uow, wanted):
+            yield pb.StreamUsersResponse(users=[convert.user_to_proto(u) for u in batch])
 
     async def BatchCreateUsers(
         self, request: pb.BatchCreateUsersRequest, context: Ctx
     ) -> pb.BatchCreateUsersResponse:
-        raise NotImplementedYetError(f"{SERVICE}/BatchCreateUsers")
+        created = await bulk.batch_create_users(self._uow, _rows_of(request.requests))
+        return pb.BatchCreateUsersResponse(users=[convert.user_to_proto(u) for u in created])
 
     async def ImportUsers(
         self, request_iterator: AsyncIterator[pb.ImportUsersRequest], context: Ctx
     ) -> pb.ImportUsersResponse:
-        raise NotImplementedYetError(f"{SERVICE}/ImportUsers")
+        count = await imports.import_users(
+            self._uow, _messages_of(request_iterator), self._import_idle_seconds
+        )
+        return pb.ImportUsersResponse(created_count=count)
 
     async def WatchUsers(
         self, request: pb.WatchUsersRequest, context: Ctx
     ) -> AsyncIterator[pb.UserChange]:
         raise NotImplementedYetError(f"{SERVICE}/WatchUsers")
         yield  # an async generator, as server-streaming handlers are
+
+
+def _rows_of(requests: Iterable[pb.CreateUserRequest]) -> list[bulk.RowInput]:
+    return [
+        bulk.RowInput(
+            user=convert.user_input_of(r.user) if r.HasField("user") else None,
+            request_id=r.request_id,
+        )
+        for r in requests
+    ]
+
+
+async def _messages_of(
+    messages: AsyncIterator[pb.ImportUsersRequest],
+) -> AsyncIterator[list[bulk.RowInput]]:
+    async for message in messages:
+        yield _rows_of(message.requests)

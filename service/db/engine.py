@@ -18,6 +18,12 @@ SUPPORTED_DRIVERS = {
 }
 
 
+# An unreachable host fails a connection attempt after this long, not after the driver's
+# default (60 s for asyncpg), so a call fails with UNAVAILABLE rather than hanging.
+CONNECT_TIMEOUT_SECONDS = 5
+POOL_TIMEOUT_SECONDS = 10
+
+
 class BadDatabaseUrlError(ValueError):
     """The URL cannot name a supported database; the message is for the operator."""
 
@@ -53,7 +59,18 @@ def safe_url(raw: str) -> str:
 
 def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = parse_url(raw_url)
-    options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size}
+    options: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        # A call that waits this long for a free connection is UNAVAILABLE (overloaded).
+        "pool_timeout": POOL_TIMEOUT_SECONDS,
+        # A database restart leaves every pooled connection dead; a ping at checkout
+        # replaces one quietly instead of failing the call that drew it (API.md: the
+        # service recovers by itself).
+        "pool_pre_ping": False,
+    }
+    if url.get_backend_name() == "postgresql":
+        options["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
     if url.get_backend_name() == "sqlite":
         # SQLite allows one writer; one shared connection serialises writers instead
         # of failing them with "database is locked".
@@ -61,6 +78,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     elif url.get_backend_name() in ("mysql", "mariadb"):
         # MariaDB drops idle connections after wait_timeout (8 h by default).
         options["pool_recycle"] = 3600
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         # PostgreSQL's default level; under InnoDB's REPEATABLE READ, gap locks turn
         # concurrent inserts of one key (request ids, emails) into deadlocks.
         options["isolation_level"] = "READ COMMITTED"

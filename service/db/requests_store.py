@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.errors import is_unique_violation
 from service.db.tables import request_ids
-from service.domain.ports import RequestRecord
+from service.domain.ports import Remembered, RequestRecord
 
 
 class RequestsStore:
@@ -67,3 +68,68 @@ class RequestsStore:
             .where(request_ids.c.method == method, request_ids.c.request_id == request_id)
             .values(resource_id=resource_id)
         )
+
+    async def find_many(
+        self, method: str, keys: Sequence[str], since: datetime
+    ) -> dict[str, RequestRecord]:
+        if not keys:
+            return {}
+        rows = await self._connection.execute(
+            select(
+                request_ids.c.request_id,
+                request_ids.c.fingerprint,
+                request_ids.c.resource_id,
+                request_ids.c.create_time,
+            ).where(
+                request_ids.c.method == method,
+                request_ids.c.request_id.in_(list(keys)),
+                request_ids.c.create_time >= since,
+            )
+        )
+        return {
+            row.request_id: RequestRecord(
+                fingerprint=row.fingerprint,
+                resource_id=row.resource_id,
+                create_time=row.create_time,
+            )
+            for row in rows
+        }
+
+    async def remember_many(
+        self, method: str, records: Sequence[Remembered], now: datetime, since: datetime
+    ) -> bool:
+        if not records:
+            return True
+        # Expired records of the same ids would block the insert; they are forgotten.
+        await self._connection.execute(
+            delete(request_ids).where(
+                request_ids.c.method == method,
+                request_ids.c.request_id.in_([r.request_id for r in records]),
+                request_ids.c.create_time < since,
+            )
+        )
+        try:
+            await self._connection.execute(
+                insert(request_ids),
+                [
+                    {
+                        "method": method,
+                        "request_id": r.request_id,
+                        "fingerprint": r.fingerprint,
+                        "resource_id": r.resource_id,
+                        "create_time": now,
+                    }
+                    for r in records
+                ],
+            )
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                return False
+            raise
+        return True
+
+    async def purge(self, before: datetime) -> int:
+        result = await self._connection.execute(
+            delete(request_ids).where(request_ids.c.create_time < before)
+        )
+        return int(result.rowcount)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ForeignKey,
     Index,
@@ -14,7 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from service.db.types import Id, UtcDateTime, text_column
+from service.db.types import Id, UtcDateTime, sortable_text, text_column
 
 metadata = MetaData()
 
@@ -22,9 +23,10 @@ users = Table(
     "users",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", String(50), nullable=False),
+    # ListUsers orders by name and email: bytewise collations, the same order everywhere.
+    Column("name", sortable_text(50), nullable=False),
     # Stored lower-cased, so this unique index is the case-insensitive one API.md asks for.
-    Column("email", text_column(120), nullable=False),
+    Column("email", sortable_text(120), nullable=False),
     # The part after "@", kept so the email_domain filter can use an index.
     Column("email_domain", text_column(120), nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
@@ -32,6 +34,10 @@ users = Table(
     Column("version", Integer, nullable=False),
     UniqueConstraint("email", name="uq_users_email"),
     Index("ix_users_email_domain", "email_domain", "id"),
+    # One (sort key, id) index per ListUsers order_by, so every page is an index seek.
+    Index("ix_users_create_time_id", "create_time", "id"),
+    Index("ix_users_name_id", "name", "id"),
+    Index("ix_users_email_id", "email", "id"),
     # Ids are never reused, so a remembered request_id cannot point at a stranger.
     sqlite_autoincrement=True,
 )
@@ -51,6 +57,9 @@ addresses = Table(
     Column("update_time", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
     UniqueConstraint("user_id", "email", name="uq_addresses_user_id_email"),
+    Index("ix_addresses_user_id_id", "user_id", "id"),
+    # PostgreSQL only, and only where pg_trgm can be created (migration 0002):
+    # ix_addresses_email_trgm, GIN (email gin_trgm_ops), for address_email_contains.
     sqlite_autoincrement=True,
 )
 
@@ -64,4 +73,59 @@ request_ids = Table(
     Column("create_time", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("method", "request_id", name="pk_request_ids"),
     Index("ix_request_ids_create_time", "create_time"),
+)
+
+# Secrets the server generates once and every process serving the database shares
+# (the page-token key when PAGE_TOKEN_KEY is unset).
+server_keys = Table(
+    "server_keys",
+    metadata,
+    Column("name", String(64), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("name", name="pk_server_keys"),
+)
+
+# ImportUsers staging (API.md: rows are checked and written as they arrive, then become
+# visible all at once). Rows wait here, invisible to every reader, until the stream ends.
+# heartbeat_time moves with every written batch, so an import whose process died is
+# recognisable by age and purged (service/domain/housekeeping.py).
+imports = Table(
+    "imports",
+    metadata,
+    Column("import_id", String(32), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("heartbeat_time", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("import_id", name="pk_imports"),
+    Index("ix_imports_heartbeat_time", "heartbeat_time"),
+)
+
+import_rows = Table(
+    "import_rows",
+    metadata,
+    Column("import_id", String(32), nullable=False),
+    Column("stream_index", BigInteger, nullable=False),  # the row's 0-based position in the call
+    Column("name", String(50), nullable=False),
+    # The type of users.email: joined with it, and MariaDB refuses mixed collations.
+    Column("email", sortable_text(120), nullable=False),
+    Column("email_domain", text_column(120), nullable=False),
+    Column("request_id", text_column(64), nullable=True),
+    Column("fingerprint", String(64), nullable=True),
+    PrimaryKeyConstraint("import_id", "stream_index", name="pk_import_rows"),
+    # A repeat inside one import can never be staged twice, whatever the checks missed.
+    UniqueConstraint("import_id", "email", name="uq_import_rows_import_id_email"),
+    # NULLs are distinct on all three backends: rows without a request_id never clash.
+    UniqueConstraint("import_id", "request_id", name="uq_import_rows_import_id_request_id"),
+)
+
+import_addresses = Table(
+    "import_addresses",
+    metadata,
+    Column("import_id", String(32), nullable=False),
+    Column("stream_index", BigInteger, nullable=False),
+    Column("address_index", Integer, nullable=False),
+    Column("email", text_column(120), nullable=False),
+    PrimaryKeyConstraint(
+        "import_id", "stream_index", "address_index", name="pk_import_addresses"
+    ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, String
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # SQLite only auto-assigns ids to a column spelled exactly INTEGER PRIMARY KEY.
@@ -17,6 +17,26 @@ def text_column(length: int) -> TypeEngine[str]:
     # emails are stored lower-cased, so a binary collation makes "unique" mean equal.
     return String(length).with_variant(
         mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
+MARIADB_BYTEWISE = "utf8mb4_nopad_bin"
+MYSQL_BYTEWISE = "utf8mb4_0900_bin"  # MySQL 8 has no nopad_bin; its 0900 collations are NO PAD
+
+
+def sortable_text(length: int) -> TypeEngine[str]:
+    """Text that ListUsers orders by: compared code point by code point on every backend.
+
+    PostgreSQL's "C" collation and MariaDB's utf8mb4_nopad_bin order as SQLite's BINARY
+    does, so a page sorted by name is the same everywhere; nopad, because MariaDB's
+    utf8mb4_bin would call "ana" and "ana " equal. Migration 0002 sets these.
+    """
+    return (
+        String(length)
+        .with_variant(postgresql.VARCHAR(length, collation="C"), "postgresql")
+        .with_variant(
+            mysql.VARCHAR(length, charset="utf8mb4", collation=MARIADB_BYTEWISE), "mysql", "mariadb"
+        )
     )
 
 

@@ -8,7 +8,10 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
+from service.db.addresses_store import AddressesStore
+from service.db.bulk_store import BulkStore
 from service.db.errors import is_unavailable, translated_errors
+from service.db.import_store import ImportStore
 from service.db.requests_store import RequestsStore
 from service.db.users_store import UsersStore
 from service.domain.errors import DatabaseUnavailableError
@@ -16,7 +19,10 @@ from service.domain.errors import DatabaseUnavailableError
 
 class SqlUnitOfWork:
     users: UsersStore
+    addresses: AddressesStore
     requests: RequestsStore
+    bulk: BulkStore
+    imports: ImportStore
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -32,7 +38,10 @@ class SqlUnitOfWork:
                 await self._connection.close()
                 raise
         self.users = UsersStore(self._connection)
+        self.addresses = AddressesStore(self._connection)
         self.requests = RequestsStore(self._connection)
+        self.bulk = BulkStore(self._connection)
+        self.imports = ImportStore(self._connection)
         return self
 
     async def __aexit__(

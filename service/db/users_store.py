@@ -11,9 +11,11 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db import keyset
 from service.db.errors import is_unique_violation
 from service.db.tables import addresses, users
 from service.domain.errors import EmailTakenError
+from service.domain.listing import UsersPageQuery
 from service.domain.models import Address, NewUser, User, UserChanges, View
 
 _Row = Row[Any, Any, Any, Any, Any, Any]
@@ -125,6 +127,29 @@ class UsersStore:
         # with foreign_keys switched on for the connection.
         await self._connection.execute(delete(addresses).where(addresses.c.user_id == user_id))
         await self._connection.execute(delete(users).where(users.c.id == user_id))
+
+    async def list_page(self, query: UsersPageQuery) -> Sequence[User]:
+        # PostgreSQL seeks its (key, id) index straight to (key, id) > (k, i), even inside
+        # a long run of equal keys, only for a row comparison (see service.db.keyset).
+        row_values = self._connection.dialect.name == "postgresql"
+        statement = keyset.users_page(select(*_USER_COLUMNS), query, row_values=row_values)
+        rows = (await self._connection.execute(statement)).all()
+        if query.view is View.BASIC or not rows:
+            return [user_from(row) for row in rows]
+        owned = await self._addresses_of([row.id for row in rows])
+        return [user_from(row, tuple(owned.get(row.id, ()))) for row in rows]
+
+    async def _addresses_of(self, user_ids: Sequence[int]) -> dict[int, list[Address]]:
+        """One query for the addresses of all the users: no N+1, whatever the page size."""
+        owned: dict[int, list[Address]] = defaultdict(list)
+        rows = await self._connection.execute(
+            select(*_ADDRESS_COLUMNS)
+            .where(addresses.c.user_id.in_(user_ids))
+            .order_by(addresses.c.user_id, addresses.c.id)
+        )
+        for row in rows:
+            owned[row.user_id].append(address_from(row))
+        return owned
 
 
 def domain_of(email: str) -> str:

@@ -2,7 +2,8 @@
 
     DomainError
     ├── InvalidArgumentError          one FieldViolation per bad field
-    │   └── RequestIdReusedError      same request_id, different body
+    │   ├── RequestIdReusedError      same request_id, different body
+    │   └── MalformedRequestError     bytes that are not the request message
     ├── NotFoundError
     │   ├── UserNotFoundError
     │   └── AddressNotFoundError
@@ -13,7 +14,14 @@
     ├── FailedPreconditionError
     │   ├── UserHasAddressesError
     │   └── TooManyAddressesError
-    ├── DatabaseUnavailableError
+    ├── ImportAbortedError            ImportUsers ended, nothing kept
+    │   ├── ImportIdleError
+    │   └── ImportExpiredError
+    ├── UnavailableError              cannot serve now; the client may retry
+    │   ├── DatabaseUnavailableError
+    │   └── ServerDrainingError
+    ├── AuthenticationError           no or unknown credential (when auth is on)
+    ├── PermissionDeniedError         a read-only credential tries a write
     └── NotImplementedYetError
 
 api/status.py maps each class to a gRPC code; a test checks none is missing.
@@ -73,6 +81,20 @@ class RequestIdReusedError(InvalidArgumentError):
         )
 
 
+class MalformedRequestError(InvalidArgumentError):
+    reason = "MALFORMED_REQUEST"
+
+    def __init__(self, message_type: str) -> None:
+        super().__init__(
+            [FieldViolation("request", f"the bytes received are not a valid {message_type}")]
+        )
+        self.message_type = message_type
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"fields": "request", "message_type": self.message_type}
+
+
 class NotFoundError(DomainError):
     resource_type = ""
 
@@ -114,8 +136,9 @@ class AlreadyExistsError(DomainError):
 class EmailTakenError(AlreadyExistsError):
     reason = "EMAIL_TAKEN"
 
-    def __init__(self, email: str, field: str = "user.email") -> None:
-        super().__init__(f"{field}: the email {email} is already taken by another user", field)
+    def __init__(self, email: str, field: str = "user.email", by: str = "another user") -> None:
+        super().__init__(f"{field}: the email {email} is already taken by {by}", field)
+        self.email = email
 
 
 class AddressExistsError(AlreadyExistsError):
@@ -186,11 +209,75 @@ class TooManyAddressesError(FailedPreconditionError):
         return {"id": str(self.user_id)}
 
 
-class DatabaseUnavailableError(DomainError):
+class ImportAbortedError(DomainError):
+    """An ImportUsers call ended without writing anything; the client retries all of it."""
+
+
+class ImportIdleError(ImportAbortedError):
+    reason = "IMPORT_IDLE_TIMEOUT"
+
+    def __init__(self, idle_seconds: float) -> None:
+        super().__init__(
+            f"the import was aborted after {idle_seconds:g} s without a message from the "
+            "client; nothing of it was kept: send the whole import again"
+        )
+        self.idle_seconds = idle_seconds
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"idle_seconds": f"{self.idle_seconds:g}"}
+
+
+class ImportExpiredError(ImportAbortedError):
+    reason = "IMPORT_EXPIRED"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the import's staged rows were discarded as abandoned before it finished; "
+            "nothing of it was kept: send the whole import again"
+        )
+
+
+class UnavailableError(DomainError):
+    """The server cannot serve the call now; the same call may succeed when retried."""
+
+
+class DatabaseUnavailableError(UnavailableError):
     reason = "DATABASE_UNAVAILABLE"
 
     def __init__(self) -> None:
         super().__init__("the database is unavailable right now; retry shortly")
+
+
+class ServerDrainingError(UnavailableError):
+    reason = "SERVER_DRAINING"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this server is shutting down; retry, and a stream resumes where it broke off "
+            "(StreamUsers: after_id = the last id received; WatchUsers: the last resume_token)"
+        )
+
+
+class AuthenticationError(DomainError):
+    reason = "UNAUTHENTICATED"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"{problem}; send the metadata 'authorization: Bearer <token>' with a valid token"
+        )
+
+
+class PermissionDeniedError(DomainError):
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"{method} writes, and this token may only read; use a write token")
+        self.method = method
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"method": self.method}
 
 
 class NotImplementedYetError(DomainError):

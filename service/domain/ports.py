@@ -8,7 +8,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from service.domain.models import NewUser, User, UserChanges, View
+from service.domain.listing import UsersPageQuery
+from service.domain.models import Address, NewUser, User, UserChanges, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,34 @@ class UsersRepository(Protocol):
         """Deletes the user and its addresses."""
         ...
 
+    async def list_page(self, query: UsersPageQuery) -> Sequence[User]:
+        """Up to query.limit users after query.after, in query.ordering; addresses if FULL."""
+        ...
+
+
+class AddressesRepository(Protocol):
+    """Every address write also bumps its user's version and update_time (API.md)."""
+
+    async def get(self, address_id: int) -> Address | None: ...
+
+    async def get_for_update(self, address_id: int) -> Address | None:
+        """The latest row, locked; callers lock the owning user first."""
+        ...
+
+    async def insert(self, user_id: int, email: str, now: datetime) -> int:
+        """Adds the address; AddressExistsError if the user has the email already."""
+        ...
+
+    async def update_email(self, address_id: int, user_id: int, email: str, now: datetime) -> None:
+        """AddressExistsError if another address of the user has the email."""
+        ...
+
+    async def delete(self, address_id: int, user_id: int, now: datetime) -> None: ...
+
+    async def list_page(self, user_id: int, after_id: int | None, limit: int) -> Sequence[Address]:
+        """Up to `limit` of the user's addresses with an id above after_id, by id."""
+        ...
+
 
 class RequestsRepository(Protocol):
     async def find(self, method: str, request_id: str, since: datetime) -> RequestRecord | None:
@@ -55,6 +84,102 @@ class RequestsRepository(Protocol):
 
     async def attach(self, method: str, request_id: str, resource_id: int) -> None: ...
 
+    async def find_many(
+        self, method: str, keys: Sequence[str], since: datetime
+    ) -> dict[str, RequestRecord]:
+        """The records of those request_ids used since `since`, by request_id."""
+        ...
+
+    async def remember_many(
+        self, method: str, records: Sequence[Remembered], now: datetime, since: datetime
+    ) -> bool:
+        """Records request_ids with what they created; False if one was recorded meanwhile."""
+        ...
+
+    async def purge(self, before: datetime) -> int:
+        """Forgets request_ids recorded before `before`; returns how many."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """A request_id to record, with the body's fingerprint and the user it created."""
+
+    request_id: str
+    fingerprint: str
+    resource_id: int
+
+
+class BulkUsersRepository(Protocol):
+    async def insert_many(self, news: Sequence[NewUser], now: datetime) -> list[int]:
+        """Inserts users and their addresses with multi-row statements; ids in input order.
+
+        EmailTakenError naming the first of `news` whose email is taken (the emails of
+        `news` are distinct)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StagedUser:
+    """A checked ImportUsers row, waiting in staging; `stream_index` is its position."""
+
+    stream_index: int
+    user: NewUser
+    request_id: str  # "" when the row carries none
+
+
+@dataclass(frozen=True, slots=True)
+class ImportClashes:
+    """Which of a batch's values already exist: staged by this import, or stored."""
+
+    staged_emails: set[str]
+    stored_emails: set[str]
+    staged_request_ids: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StagedClash:
+    """A staged row that can no longer be created: its email or request_id is taken now."""
+
+    stream_index: int
+    email: str
+    request_id: str  # set when the request_id clashed rather than the email
+
+
+class ImportsRepository(Protocol):
+    """Staging for ImportUsers; each method runs inside the caller's transaction."""
+
+    async def open(self, import_id: str, now: datetime) -> None: ...
+
+    async def clashes(
+        self, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
+    ) -> ImportClashes: ...
+
+    async def stage(self, import_id: str, rows: Sequence[StagedUser], now: datetime) -> bool:
+        """Adds rows and marks the import alive; False if the import was purged meanwhile."""
+        ...
+
+    async def promote(
+        self, import_id: str, method: str, now: datetime, since: datetime
+    ) -> int | StagedClash | None:
+        """Creates every staged user, address and request_id record; returns how many users.
+
+        A StagedClash when a row collides with something stored since it was staged
+        (nothing is then written); None if the import was purged meanwhile."""
+        ...
+
+    async def discard(self, import_id: str) -> None:
+        """Deletes the import's staging rows."""
+        ...
+
+    async def stale(self, before: datetime) -> list[str]:
+        """Imports whose last sign of life is older than `before`."""
+        ...
+
+    async def discard_if_stale(self, import_id: str, before: datetime) -> bool:
+        """Deletes a stale import's staging rows unless it came alive meanwhile."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One transaction: commit() makes it durable; leaving without it rolls back."""
@@ -63,7 +188,16 @@ class UnitOfWork(Protocol):
     def users(self) -> UsersRepository: ...
 
     @property
+    def addresses(self) -> AddressesRepository: ...
+
+    @property
     def requests(self) -> RequestsRepository: ...
+
+    @property
+    def bulk(self) -> BulkUsersRepository: ...
+
+    @property
+    def imports(self) -> ImportsRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

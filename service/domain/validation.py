@@ -13,6 +13,8 @@ EMAIL_MAX = 120
 REQUEST_ID_MAX = 64
 ADDRESSES_MAX = 100
 BATCH_MAX = 1000
+# Filters compare against stored emails, so nothing longer can match.
+FILTER_MAX = EMAIL_MAX
 
 # RFC 5322 "atext" for the local part; the domain is LDH labels. Deliberately ASCII:
 # lower-casing and uniqueness must mean the same thing on every database.
@@ -76,6 +78,14 @@ def check_request_id(found: Violations, field: str, value: str) -> None:
         found.add(field, f"must be at most {REQUEST_ID_MAX} characters, got {len(value)}")
     elif _has_control(value) or value.strip() != value:
         found.add(field, "must not contain spaces or control characters")
+
+
+def check_filter_text(found: Violations, field: str, value: str) -> None:
+    """A list filter: optional, but bounded and printable (API.md: NUL is INVALID_ARGUMENT)."""
+    if len(value) > FILTER_MAX:
+        found.add(field, f"must be at most {FILTER_MAX} characters, got {len(value)}")
+    elif _has_control(value):
+        found.add(field, "must not contain NUL or other control characters")
 
 
 def check_count(found: Violations, field: str, count: int, noun: str, limit: int) -> None:

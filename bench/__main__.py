@@ -1,0 +1,134 @@
+"""`python -m bench`: seed, then per row run the service and the raw driver under the same load."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from bench import cpu, database
+from bench.baseline import Mode, measure_driver, pool_size_for
+from bench.load import measure_service
+from bench.measurement import BenchError, LoadShape, Operation, run_event_loop
+from bench.report import Environment, RowResult, render
+from bench.server_process import ServerProcess
+
+DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", os.environ.get("TEST_POSTGRES_URL", DEFAULT_ADMIN_URL)
+        ),
+        help="a PostgreSQL server's maintenance database; the bench drops and recreates "
+        f"{database.BENCH_DATABASE!r} beside it (BENCH_DATABASE_URL, TEST_POSTGRES_URL)",
+    )
+    parser.add_argument("--users", type=int, default=100_000, help="users seeded (100000)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument(
+        "--operations",
+        type=_operations,
+        default=list(Operation),
+        help="comma-separated, in order (GetUser,CreateUser)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_counts, default=[1, 64], help="comma-separated (1,64)"
+    )
+    return parser
+
+
+def _operations(raw: str) -> list[Operation]:
+    try:
+        return [Operation(name.strip()) for name in raw.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: use a comma-separated list of {', '.join(Operation)}"
+        ) from None
+
+
+def _counts(raw: str) -> list[int]:
+    try:
+        counts = [int(part) for part in raw.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: use positive whole numbers, e.g. 1,64")
+    return counts
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+async def _row(url: str, shape: LoadShape, users: int) -> RowResult:
+    label = f"{shape.operation} x{shape.concurrency}"
+    _say(f"{label}: service")
+    async with ServerProcess(url) as server:
+        server_cpu, started = server.cpu_seconds(), cpu.snapshot()
+        service = await measure_service(server.target, shape, users)
+        server_cpu = server.cpu_seconds() - server_cpu
+        service_cpu = cpu.since(started)
+    # The server is stopped before the baselines, so it takes no CPU from them.
+    dsn = database.driver_dsn(url)
+    _say(f"{label}: raw asyncpg (pool of {pool_size_for(shape.concurrency)})")
+    started = cpu.snapshot()
+    raw = await measure_driver(dsn, shape, users, Mode.QUERY)
+    raw_cpu = cpu.since(started)
+    _say(f"{label}: asyncpg replaying the service's statements")
+    started = cpu.snapshot()
+    replay = await measure_driver(dsn, shape, users, Mode.REPLAY)
+    replay_cpu = cpu.since(started)
+    return RowResult(
+        operation=shape.operation,
+        concurrency=shape.concurrency,
+        service=service,
+        server_peak_rss_bytes=server.peak_rss_bytes,
+        server_exit_code=server.exit_code,
+        server_cpu_seconds=server_cpu,
+        service_cpu=service_cpu,
+        raw=raw,
+        raw_cpu=raw_cpu,
+        replay=replay,
+        replay_cpu=replay_cpu,
+    )
+
+
+async def _bench(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    admin_url: str = args.database_url
+    url = database.service_url(admin_url)
+    users: int = args.users
+    _say(f"recreating {database.BENCH_DATABASE}, migrating, seeding {users:,} users")
+    await database.recreate(admin_url)
+    await database.migrate(url)
+    await database.seed(url, users)
+    environment = Environment.detect(await database.describe_server(url))
+    rows = [
+        await _row(url, LoadShape(operation, concurrency, args.warmup, args.duration), users)
+        for operation in args.operations
+        for concurrency in args.concurrency
+    ]
+    setup = (
+        f"{users:,} seeded users; per run {args.warmup:g} s warm-up then {args.duration:g} s "
+        "measured; closed loop (each worker sends its next call when the last returns); "
+        "a fresh server per row; load generator and baselines each in their own process."
+    )
+    print(render(environment, rows, setup))
+    _say(f"done in {time.monotonic() - started:.0f} s")
+
+
+def main() -> None:
+    try:
+        run_event_loop(_bench(_parser().parse_args()))
+    except BenchError as error:
+        _say(f"error: {error}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

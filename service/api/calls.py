@@ -1,0 +1,258 @@
+"""The one per-call layer: auth, malformed requests, error mapping, drain, metrics, log line.
+
+Every users.v1 method runs inside exactly one of the three wrappers below (unary,
+server-streaming, client-streaming); health and reflection do not, so they stay open.
+The error table itself lives in api/status.py; this layer only applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from service.api import status
+from service.domain.errors import MalformedRequestError, ServerDrainingError
+
+log = logging.getLogger("users.calls")
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+UnaryHandler = Callable[[Any, Ctx], Awaitable[Any]]
+StreamHandler = Callable[[Any, Ctx], AsyncGenerator[Any, None]]
+OK = grpc.StatusCode.OK
+QUIET_SECONDS = 0.2
+
+
+class Undecodable:
+    """What the forgiving deserializer returns for bytes that are not the request message."""
+
+    __slots__ = ("message_type",)
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+class Authenticator(Protocol):
+    def check(self, metadata: Any, method: str, writes: bool) -> None:
+        """Raises AuthenticationError or PermissionDeniedError."""
+
+
+class MethodMetrics(Protocol):
+    def started(self) -> None: ...
+    def finished(self, code: grpc.StatusCode, seconds: float) -> None: ...
+
+
+class CallMetrics(Protocol):
+    def for_method(self, service: str, method: str) -> MethodMetrics: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    service: str  # users.v1.UserService
+    name: str  # GetUser
+    writes: bool
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+
+class _OpenStream:
+    __slots__ = ("inside", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        # True while the task waits inside the servicer's generator (a database read, a
+        # wait for changes): cancelling it there ends the stream at once. Otherwise it
+        # waits on the transport, and the stream ends after the message being written.
+        self.inside = False
+
+
+class CallLayer:
+    def __init__(
+        self, *, auth: Authenticator | None = None, metrics: CallMetrics | None = None
+    ) -> None:
+        self.auth = auth
+        self._metrics = metrics
+        self._draining = False
+        self._streams: set[_OpenStream] = set()
+        self._in_flight = 0
+        self._last_refused = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def begin_draining(self) -> None:
+        """New calls are refused with UNAVAILABLE and open server streams end with it."""
+        self._draining = True
+        for stream in self._streams:
+            if stream.inside:
+                stream.task.cancel()
+
+    async def drained(self, quiet: float = QUIET_SECONDS) -> None:
+        """Returns once no call runs and none was refused for `quiet` seconds: stopping grpc
+        then cancels (CANCELLED, not retried by clients) only calls that race its GOAWAY."""
+        # Polled, and only while stopping: an Event would cost every call a check.
+        while self._in_flight or time.monotonic() - self._last_refused < quiet:  # noqa: ASYNC110
+            await asyncio.sleep(quiet / 5)
+
+    def unary(self, method: Method, handler: UnaryHandler) -> UnaryHandler:
+        observe = self._observer(method)
+
+        async def call(request: Any, context: Ctx) -> Any:
+            started = time.perf_counter()
+            code = OK
+            observe.started()
+            self._in_flight += 1
+            try:
+                self._admit(method, request, context)
+                return await handler(request, context)
+            except asyncio.CancelledError:
+                code = _cancelled_code(context)
+                raise
+            except grpc.aio.AbortError:
+                code = _aborted_code(context)
+                raise
+            except Exception as error:
+                failed = status.status_for(error)
+                code = failed.code
+                await context.abort(failed.code, failed.details, failed.trailing_metadata)
+            finally:
+                self._ended()
+                _finish(observe, method, code, started, context)
+
+        return call
+
+    def client_stream(self, method: Method, handler: UnaryHandler) -> UnaryHandler:
+        async def checked(requests: AsyncIterator[Any], context: Ctx) -> Any:
+            return await handler(_decoded(requests), context)
+
+        return self.unary(method, checked)
+
+    def server_stream(self, method: Method, handler: StreamHandler) -> StreamHandler:
+        observe = self._observer(method)
+        streams = self._streams
+
+        async def call(request: Any, context: Ctx) -> AsyncGenerator[Any, None]:
+            started = time.perf_counter()
+            code = OK
+            observe.started()
+            self._in_flight += 1
+            task = asyncio.current_task()
+            assert task is not None
+            stream = _OpenStream(task)
+            streams.add(stream)
+            try:
+                self._admit(method, request, context)
+                async with contextlib.aclosing(handler(request, context)) as responses:
+                    stream.inside = True
+                    async for response in responses:
+                        stream.inside = False
+                        yield response
+                        if self._draining:
+                            raise ServerDrainingError()
+                        stream.inside = True
+            except asyncio.CancelledError:
+                # begin_draining() cancelled it, and nothing else did: end with UNAVAILABLE.
+                if not (self._draining and task.uncancel() == 0):
+                    code = _cancelled_code(context)
+                    raise
+                failed = status.status_for(ServerDrainingError())
+                code = failed.code
+                await context.abort(failed.code, failed.details, failed.trailing_metadata)
+            except GeneratorExit:
+                # grpc closes the generator when the call ended while a message was written.
+                code = _cancelled_code(context)
+                raise
+            except grpc.aio.AbortError:
+                code = _aborted_code(context)
+                raise
+            except Exception as error:
+                failed = status.status_for(error)
+                code = failed.code
+                await context.abort(failed.code, failed.details, failed.trailing_metadata)
+            finally:
+                streams.discard(stream)
+                self._ended()
+                _finish(observe, method, code, started, context)
+
+        return call
+
+    def _ended(self) -> None:
+        self._in_flight -= 1
+
+    def _admit(self, method: Method, request: Any, context: Ctx) -> None:
+        if self._draining:
+            self._last_refused = time.monotonic()
+            raise ServerDrainingError()
+        if self.auth is not None:
+            self.auth.check(context.invocation_metadata(), method.path, method.writes)
+        if isinstance(request, Undecodable):
+            raise MalformedRequestError(request.message_type)
+
+    def _observer(self, method: Method) -> MethodMetrics:
+        if self._metrics is None:
+            return _NO_METRICS
+        return self._metrics.for_method(method.service, method.name)
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise MalformedRequestError(request.message_type)
+        yield request
+
+
+def _aborted_code(context: Ctx) -> grpc.StatusCode:
+    # A handler that called context.abort itself (none should).
+    code = context.code()
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+def _cancelled_code(context: Ctx) -> grpc.StatusCode:
+    # grpc cancels the handler both when the client goes away and at the deadline.
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+def _finish(
+    observe: MethodMetrics, method: Method, code: grpc.StatusCode, started: float, context: Ctx
+) -> None:
+    seconds = time.perf_counter() - started
+    observe.finished(code, seconds)
+    if log.isEnabledFor(logging.INFO):
+        milliseconds = round(seconds * 1000, 3)
+        peer = context.peer()
+        log.info(
+            "%s %s %.3f ms peer=%s",
+            method.path,
+            code.name,
+            milliseconds,
+            peer,
+            extra={
+                "method": method.path,
+                "code": code.name,
+                "duration_ms": milliseconds,
+                "peer": peer,
+            },
+        )
+
+
+class _NoMetrics:
+    def started(self) -> None:
+        pass
+
+    def finished(self, code: grpc.StatusCode, seconds: float) -> None:
+        pass
+
+
+_NO_METRICS = _NoMetrics()

@@ -1,0 +1,78 @@
+"""Registers servicers through the call layer, with deserializers that never fail.
+
+grpc answers undecodable request bytes with INTERNAL ("Exception deserializing
+request") before any handler runs; API.md wants INVALID_ARGUMENT, so the
+deserializer hands the call layer an Undecodable marker instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from service.api.calls import CallLayer, Method, Undecodable
+
+# AIP-131..136 method name prefixes that only read; every other method writes.
+READ_PREFIXES = ("Get", "BatchGet", "List", "Stream", "Watch")
+
+
+def add_servicer(
+    server: grpc.aio.Server, servicer: object, service: ServiceDescriptor, layer: CallLayer
+) -> None:
+    handlers = {m.name: _handler(servicer, service, m, layer) for m in service.methods}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    # As the generated add_*_to_server does: the faster lookup (grpc-stubs predates it).
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
+
+
+def _handler(
+    servicer: object, service: ServiceDescriptor, descriptor: MethodDescriptor, layer: CallLayer
+) -> grpc.RpcMethodHandler[Any, Any]:
+    method = Method(
+        service=service.full_name,
+        name=descriptor.name,
+        writes=not descriptor.name.startswith(READ_PREFIXES),
+    )
+    behaviour = _undecorated(getattr(servicer, descriptor.name))
+    decode = _decoder(message_factory.GetMessageClass(descriptor.input_type))
+    encode = message_factory.GetMessageClass(descriptor.output_type).SerializeToString
+    if descriptor.client_streaming and descriptor.server_streaming:
+        raise NotImplementedError(f"{method.path}: bidirectional streaming has no call layer")
+    if descriptor.server_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            layer.server_stream(method, behaviour), decode, encode
+        )
+    if descriptor.client_streaming:
+        return grpc.stream_unary_rpc_method_handler(
+            layer.client_stream(method, behaviour), decode, encode
+        )
+    return grpc.unary_unary_rpc_method_handler(layer.unary(method, behaviour), decode, encode)
+
+
+def _undecorated(bound: Any) -> Any:
+    """The servicer method without status.maps_errors: the call layer maps errors itself,
+    so each call passes through one wrapper, not two."""
+    wrapped = getattr(bound, "__wrapped__", None)
+    if wrapped is None:
+        return bound
+    return wrapped.__get__(bound.__self__)
+
+
+def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    parse = message_type.FromString
+    undecodable = Undecodable(message_type.DESCRIPTOR.full_name)
+
+    def decode(data: bytes) -> Message | Undecodable:
+        try:
+            return parse(data)
+        except DecodeError:
+            return undecodable
+
+    return decode

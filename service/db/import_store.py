@@ -1,0 +1,263 @@
+"""ImportUsers staging: rows wait in import_rows until one INSERT ... SELECT creates them.
+
+Every method touches the `imports` row first, so staging, promoting and purging one
+import take their locks in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, delete, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.errors import is_unique_violation
+from service.db.tables import (
+    addresses,
+    import_addresses,
+    import_rows,
+    imports,
+    users,
+)
+from service.db.tables import request_ids as request_id_records
+from service.db.types import UtcDateTime
+from service.db.users_store import domain_of
+from service.domain.ports import ImportClashes, StagedClash, StagedUser
+
+_CREATED = ("create_time", "update_time", "version")
+
+
+class ImportStore:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def open(self, import_id: str, now: datetime) -> None:
+        await self._connection.execute(
+            insert(imports).values(import_id=import_id, create_time=now, heartbeat_time=now)
+        )
+
+    async def clashes(
+        self, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
+    ) -> ImportClashes:
+        # Plain reads: nothing on users is locked while the client is still sending.
+        staged = await self._connection.execute(
+            select(import_rows.c.email).where(
+                import_rows.c.import_id == import_id, import_rows.c.email.in_(emails)
+            )
+        )
+        stored = await self._connection.execute(
+            select(users.c.email).where(users.c.email.in_(emails))
+        )
+        staged_ids: set[str] = set()
+        if request_ids:
+            rows = await self._connection.execute(
+                select(import_rows.c.request_id).where(
+                    import_rows.c.import_id == import_id,
+                    import_rows.c.request_id.in_(request_ids),
+                )
+            )
+            staged_ids = {row.request_id for row in rows}
+        return ImportClashes(
+            staged_emails={row.email for row in staged},
+            stored_emails={row.email for row in stored},
+            staged_request_ids=staged_ids,
+        )
+
+    async def stage(self, import_id: str, rows: Sequence[StagedUser], now: datetime) -> bool:
+        if not await self._touch(import_id, now):
+            return False
+        if rows:
+            await self._connection.execute(
+                insert(import_rows),
+                [
+                    {
+                        "import_id": import_id,
+                        "stream_index": row.stream_index,
+                        "name": row.user.name,
+                        "email": row.user.email,
+                        "email_domain": domain_of(row.user.email),
+                        "request_id": row.request_id or None,
+                        "fingerprint": row.user.fingerprint() if row.request_id else None,
+                    }
+                    for row in rows
+                ],
+            )
+        owned = [
+            {
+                "import_id": import_id,
+                "stream_index": row.stream_index,
+                "address_index": index,
+                "email": email,
+            }
+            for row in rows
+            for index, email in enumerate(row.user.address_emails)
+        ]
+        if owned:
+            await self._connection.execute(insert(import_addresses), owned)
+        return True
+
+    async def promote(
+        self, import_id: str, method: str, now: datetime, since: datetime
+    ) -> int | StagedClash | None:
+        if not await self._touch(import_id, now):
+            return None
+        try:
+            # A savepoint keeps the transaction usable after a unique violation, so the
+            # clashing row can be looked up.
+            async with self._connection.begin_nested():
+                await self._forget_expired_request_ids(import_id, method, since)
+                return await self._create_staged(import_id, method, now)
+        except IntegrityError as error:
+            if not is_unique_violation(error):
+                raise
+            clash = await self._first_clash(import_id, method, since)
+            if clash is None:
+                raise
+            return clash
+
+    async def discard(self, import_id: str) -> None:
+        await self._connection.execute(delete(imports).where(imports.c.import_id == import_id))
+        await self._delete_staged(import_id)
+
+    async def stale(self, before: datetime) -> list[str]:
+        rows = await self._connection.execute(
+            select(imports.c.import_id).where(imports.c.heartbeat_time < before)
+        )
+        return [row.import_id for row in rows]
+
+    async def discard_if_stale(self, import_id: str, before: datetime) -> bool:
+        result = await self._connection.execute(
+            delete(imports).where(
+                imports.c.import_id == import_id, imports.c.heartbeat_time < before
+            )
+        )
+        if result.rowcount != 1:
+            return False
+        await self._delete_staged(import_id)
+        return True
+
+    async def _touch(self, import_id: str, now: datetime) -> bool:
+        result = await self._connection.execute(
+            update(imports).where(imports.c.import_id == import_id).values(heartbeat_time=now)
+        )
+        return bool(result.rowcount == 1)
+
+    async def _delete_staged(self, import_id: str) -> None:
+        await self._connection.execute(
+            delete(import_addresses).where(import_addresses.c.import_id == import_id)
+        )
+        await self._connection.execute(
+            delete(import_rows).where(import_rows.c.import_id == import_id)
+        )
+
+    async def _forget_expired_request_ids(
+        self, import_id: str, method: str, since: datetime
+    ) -> None:
+        # An expired record of a staged request_id would block recording it again.
+        staged_ids = select(import_rows.c.request_id).where(
+            import_rows.c.import_id == import_id, import_rows.c.request_id.is_not(None)
+        )
+        await self._connection.execute(
+            delete(request_id_records).where(
+                request_id_records.c.method == method,
+                request_id_records.c.create_time < since,
+                request_id_records.c.request_id.in_(staged_ids),
+            )
+        )
+
+    async def _create_staged(self, import_id: str, method: str, now: datetime) -> int:
+        stamp = (literal(now, UtcDateTime()), literal(now, UtcDateTime()), literal(1))
+        staged = import_rows.c.import_id == import_id
+        # Ids follow the stream's order: one statement, in the order the rows were sent.
+        await self._connection.execute(
+            insert(users).from_select(
+                ["name", "email", "email_domain", *_CREATED],
+                select(import_rows.c.name, import_rows.c.email, import_rows.c.email_domain, *stamp)
+                .where(staged)
+                .order_by(import_rows.c.stream_index),
+            )
+        )
+        # Joined by email: the unique index makes it the user just created from the row.
+        created = import_rows.join(users, users.c.email == import_rows.c.email)
+        await self._connection.execute(
+            insert(addresses).from_select(
+                ["user_id", "email", *_CREATED],
+                select(users.c.id, import_addresses.c.email, *stamp)
+                .select_from(
+                    import_addresses.join(
+                        created,
+                        and_(
+                            import_rows.c.import_id == import_addresses.c.import_id,
+                            import_rows.c.stream_index == import_addresses.c.stream_index,
+                        ),
+                    )
+                )
+                .where(import_addresses.c.import_id == import_id)
+                .order_by(import_addresses.c.stream_index, import_addresses.c.address_index),
+            )
+        )
+        await self._connection.execute(
+            insert(request_id_records).from_select(
+                ["method", "request_id", "fingerprint", "resource_id", "create_time"],
+                select(
+                    literal(method),
+                    import_rows.c.request_id,
+                    import_rows.c.fingerprint,
+                    users.c.id,
+                    literal(now, UtcDateTime()),
+                )
+                .select_from(created)
+                .where(staged, import_rows.c.request_id.is_not(None)),
+            )
+        )
+        count = await self._connection.scalar(
+            select(func.count()).select_from(import_rows).where(staged)
+        )
+        return int(count or 0)
+
+    async def _first_clash(
+        self, import_id: str, method: str, since: datetime
+    ) -> StagedClash | None:
+        # Locking reads see the latest committed rows, also under MariaDB's REPEATABLE READ.
+        by_email = (
+            await self._connection.execute(
+                select(import_rows.c.stream_index, import_rows.c.email)
+                .select_from(import_rows.join(users, users.c.email == import_rows.c.email))
+                .where(import_rows.c.import_id == import_id)
+                .order_by(import_rows.c.stream_index)
+                .limit(1)
+                .with_for_update(read=True)
+            )
+        ).first()
+        by_request_id = (
+            await self._connection.execute(
+                select(import_rows.c.stream_index, import_rows.c.email, import_rows.c.request_id)
+                .select_from(
+                    import_rows.join(
+                        request_id_records,
+                        and_(
+                            request_id_records.c.method == method,
+                            request_id_records.c.request_id == import_rows.c.request_id,
+                        ),
+                    )
+                )
+                .where(
+                    import_rows.c.import_id == import_id, request_id_records.c.create_time >= since
+                )
+                .order_by(import_rows.c.stream_index)
+                .limit(1)
+                .with_for_update(read=True)
+            )
+        ).first()
+        clashes = []
+        if by_email is not None:
+            clashes.append(StagedClash(by_email.stream_index, by_email.email, ""))
+        if by_request_id is not None:
+            clashes.append(
+                StagedClash(
+                    by_request_id.stream_index, by_request_id.email, by_request_id.request_id
+                )
+            )
+        return min(clashes, key=lambda clash: clash.stream_index, default=None)

@@ -1,0 +1,247 @@
+"""ImportUsers: up to 1,000,000 rows a call, staged as they arrive, created all at once.
+
+Rows are checked and staged in chunks, each in a short transaction of its own, so
+nothing on users is locked while the client is still sending; the staged rows stay
+invisible until one final transaction creates them all. Any failure, a silent client
+or a client that goes away discards the staging: nothing of the call stays.
+
+request_id in an import: as in BatchCreateUsers, remembered per row under
+"ImportUsers". A retried import skips the rows its earlier attempt created (same id,
+same body) and counts them in created_count, so a retry answers as the original did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from service.domain import validation as check
+from service.domain.bulk import RowInput, check_replay, repeats, row_field
+from service.domain.errors import (
+    DomainError,
+    EmailTakenError,
+    FieldViolation,
+    ImportExpiredError,
+    ImportIdleError,
+    InvalidArgumentError,
+    RequestIdReusedError,
+    UserNotFoundError,
+)
+from service.domain.models import NewUser, View, utc_now
+from service.domain.ports import (
+    ImportClashes,
+    StagedClash,
+    StagedUser,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from service.domain.users import REQUEST_ID_TTL, validate_new_user
+
+METHOD = "ImportUsers"
+IMPORT_MAX = 1_000_000  # rows a call (API.md)
+MESSAGE_MAX = 1000  # rows a message (API.md)
+IDLE_SECONDS = 60.0  # API.md: a client silent for longer is aborted
+CHUNK = 1000  # rows checked and staged per transaction
+# A trickling client still marks its import alive this often, so the purge of imports
+# abandoned for STALE_AFTER (housekeeping) never takes a live one.
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER = timedelta(hours=1)
+
+
+async def import_users(
+    new_uow: UnitOfWorkFactory,
+    messages: AsyncIterator[Sequence[RowInput]],
+    idle_seconds: float = IDLE_SECONDS,
+) -> int:
+    """Returns created_count: rows created now plus rows replayed by request_id."""
+    staging = _Staging(new_uow)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_seconds):
+                    rows = await anext(messages, None)
+            except TimeoutError:
+                raise ImportIdleError(idle_seconds) from None
+            if rows is None:
+                break
+            await staging.add(rows)
+        await staging.flush()
+        return await staging.finish()
+    finally:
+        # Shielded: a client that went away cancels this call, but not the cleanup.
+        await asyncio.shield(staging.discard())
+
+
+class _Staging:
+    def __init__(self, new_uow: UnitOfWorkFactory) -> None:
+        self._uow = new_uow
+        self._import_id = uuid.uuid4().hex
+        self._opened = False
+        self._next_index = 0  # stream position of the next row to arrive
+        self._buffer: list[RowInput] = []
+        self._buffer_start = 0
+        self._replayed = 0
+        self._last_write = time.monotonic()
+
+    async def add(self, rows: Sequence[RowInput]) -> None:
+        # Rows before an oversized message or past the limit are checked first:
+        # the first bad row of the stream is the one reported.
+        if len(rows) > MESSAGE_MAX:
+            await self.flush()
+            raise InvalidArgumentError(
+                [
+                    FieldViolation(
+                        "requests",
+                        f"a message carries at most {MESSAGE_MAX} rows; the one starting at "
+                        f"requests[{self._next_index}] has {len(rows)}",
+                    )
+                ]
+            )
+        room = IMPORT_MAX - self._next_index
+        self._buffer.extend(rows[:room])
+        self._next_index += min(len(rows), room)
+        if len(rows) > room:
+            await self.flush()
+            raise InvalidArgumentError(
+                [
+                    FieldViolation(
+                        f"requests[{IMPORT_MAX}]",
+                        f"an import takes at most {IMPORT_MAX} rows; split the rest into "
+                        "another import",
+                    )
+                ]
+            )
+        if len(self._buffer) >= CHUNK or time.monotonic() - self._last_write >= HEARTBEAT_SECONDS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._buffer:
+            chunk, start = self._buffer[:CHUNK], self._buffer_start
+            del self._buffer[:CHUNK]
+            self._buffer_start += len(chunk)
+            await self._stage(chunk, start)
+        if self._opened and time.monotonic() - self._last_write >= HEARTBEAT_SECONDS:
+            await self._stage([], self._buffer_start)
+
+    async def finish(self) -> int:
+        if not self._opened:
+            return self._replayed
+        async with self._uow() as uow:
+            now = utc_now()
+            outcome = await uow.imports.promote(self._import_id, METHOD, now, now - REQUEST_ID_TTL)
+            if outcome is None:
+                raise ImportExpiredError()
+            if isinstance(outcome, StagedClash):
+                raise _clash_error(outcome)
+            await uow.commit()
+        return outcome + self._replayed
+
+    async def discard(self) -> None:
+        if not self._opened:
+            return
+        async with self._uow() as uow:
+            await uow.imports.discard(self._import_id)
+            await uow.commit()
+        self._opened = False
+
+    async def _stage(self, chunk: Sequence[RowInput], start: int) -> None:
+        news, invalid = _validated(chunk, start)
+        checked = news if invalid is None else news[: invalid.offset]
+        keys = [row.request_id for row in chunk[: len(checked)]]
+        async with self._uow() as uow:
+            now = utc_now()
+            if not self._opened:
+                await uow.imports.open(self._import_id, now)
+            staged, replayed = await _sorted_rows(uow, self._import_id, checked, keys, start)
+            if invalid is not None:
+                raise invalid.error
+            if not await uow.imports.stage(self._import_id, staged, now):
+                raise ImportExpiredError()
+            await uow.commit()
+        self._opened = True
+        self._last_write = time.monotonic()
+        self._replayed += replayed
+
+
+async def _sorted_rows(
+    uow: UnitOfWork, import_id: str, news: Sequence[NewUser], keys: Sequence[str], start: int
+) -> tuple[list[StagedUser], int]:
+    """The rows to stage and how many were replayed; raises at the first bad row."""
+    if not news:
+        return [], 0
+    now = utc_now()
+    present = [key for key in keys if key]
+    clashes = await uow.imports.clashes(import_id, [new.email for new in news], present)
+    records = await uow.requests.find_many(METHOD, present, now - REQUEST_ID_TTL)
+    remembered = {records[key].resource_id for key in present if key in records}
+    stored = await uow.users.get_many([i for i in remembered if i is not None], View.BASIC)
+    earlier_emails = repeats(new.email for new in news)
+    earlier_keys = repeats(keys)
+    staged: list[StagedUser] = []
+    replayed = 0
+    for offset, (new, key) in enumerate(zip(news, keys, strict=True)):
+        index = start + offset
+        if offset in earlier_keys or key in clashes.staged_request_ids:
+            earlier = earlier_keys.get(offset)
+            raise _repeated_request_id(index, None if earlier is None else start + earlier)
+        user_id = check_replay(index, new, records.get(key))
+        if user_id is not None:
+            if user_id not in stored:
+                raise UserNotFoundError(user_id)  # API.md: a retry after a delete
+            replayed += 1
+            continue
+        earlier = earlier_emails.get(offset)
+        _check_email(index, new, None if earlier is None else start + earlier, clashes)
+        staged.append(StagedUser(index, new, key))
+    return staged, replayed
+
+
+@dataclass(frozen=True, slots=True)
+class _Invalid:
+    offset: int  # within the chunk
+    error: InvalidArgumentError
+
+
+def _validated(chunk: Sequence[RowInput], start: int) -> tuple[list[NewUser], _Invalid | None]:
+    news: list[NewUser] = []
+    for offset, row in enumerate(chunk):
+        found = check.Violations()
+        news.append(
+            validate_new_user(found, f"requests[{start + offset}].", row.user, row.request_id)
+        )
+        if found.items:
+            return news, _Invalid(offset, InvalidArgumentError(found.items))
+    return news, None
+
+
+def _check_email(index: int, new: NewUser, earlier: int | None, clashes: ImportClashes) -> None:
+    field = row_field(index, "user.email")
+    if earlier is not None:
+        raise EmailTakenError(new.email, field, by=f"requests[{earlier}] of this import")
+    if new.email in clashes.staged_emails:
+        raise EmailTakenError(new.email, field, by="an earlier row of this import")
+    if new.email in clashes.stored_emails:
+        raise EmailTakenError(new.email, field)
+
+
+def _repeated_request_id(index: int, earlier: int | None) -> InvalidArgumentError:
+    which = "an earlier row of this import" if earlier is None else f"requests[{earlier}]"
+    return InvalidArgumentError(
+        [
+            FieldViolation(
+                row_field(index, "request_id"),
+                f"repeats the request_id of {which}; each row needs its own",
+            )
+        ]
+    )
+
+
+def _clash_error(clash: StagedClash) -> DomainError:
+    # Something stored since the row was staged took its email or its request_id.
+    if clash.request_id:
+        return RequestIdReusedError(row_field(clash.stream_index, "request_id"))
+    return EmailTakenError(clash.email, row_field(clash.stream_index, "user.email"))

@@ -1,0 +1,124 @@
+"""The call layer on its own: a drain ends open server streams with UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from service.api.calls import CallLayer, Ctx, Method
+from tests.rpc import failure_of
+
+SERVICE = "test.v1.Fake"
+
+
+def identity(data: bytes) -> bytes:
+    return data
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.layer = CallLayer()
+        self.closed: list[str] = []
+
+    async def waits_for_changes(self, request: bytes, context: Ctx) -> AsyncGenerator[bytes, None]:
+        try:
+            yield b"first"
+            await asyncio.sleep(3600)  # a watch with nothing to report
+        finally:
+            self.closed.append("waits")
+
+    async def keeps_sending(self, request: bytes, context: Ctx) -> AsyncGenerator[bytes, None]:
+        try:
+            for n in itertools.count():
+                yield str(n).encode()
+                await asyncio.sleep(0)
+        finally:
+            self.closed.append("sends")
+
+    async def echo(self, request: bytes, context: Ctx) -> bytes:
+        return request
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        def method(name: str) -> Method:
+            return Method(service=SERVICE, name=name, writes=False)
+
+        layer = self.layer
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Waits": grpc.unary_stream_rpc_method_handler(
+                    layer.server_stream(method("Waits"), self.waits_for_changes),
+                    identity,
+                    identity,
+                ),
+                "Sends": grpc.unary_stream_rpc_method_handler(
+                    layer.server_stream(method("Sends"), self.keeps_sending), identity, identity
+                ),
+                "Echo": grpc.unary_unary_rpc_method_handler(
+                    layer.unary(method("Echo"), self.echo), identity, identity
+                ),
+            },
+        )
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeServer, grpc.aio.Channel]]:
+    fake = FakeServer()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((fake.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield fake, channel
+    await server.stop(0)
+
+
+async def read_all(call: Any) -> tuple[list[bytes], grpc.aio.AioRpcError]:
+    received: list[bytes] = []
+    try:
+        async for message in call:
+            received.append(message)
+    except grpc.aio.AioRpcError as error:
+        return received, error
+    raise AssertionError(f"the stream ended cleanly after {len(received)} messages")
+
+
+async def test_drain_ends_a_waiting_stream_and_a_sending_stream_with_unavailable(
+    fake: tuple[FakeServer, grpc.aio.Channel],
+) -> None:
+    server, channel = fake
+    waits = channel.unary_stream(f"/{SERVICE}/Waits", identity, identity)(b"", timeout=10)
+    sends = channel.unary_stream(f"/{SERVICE}/Sends", identity, identity)(b"", timeout=10)
+    waiting = asyncio.create_task(read_all(waits))
+    sending = asyncio.create_task(read_all(sends))
+    await asyncio.sleep(0.3)
+    server.layer.begin_draining()
+    async with asyncio.timeout(5):
+        (waited, waits_error), (sent, sends_error) = await asyncio.gather(waiting, sending)
+    assert waited == [b"first"] and len(sent) > 1
+    for error in (waits_error, sends_error):
+        failure = failure_of(error)
+        assert failure.code == grpc.StatusCode.UNAVAILABLE, failure.message
+        assert failure.info is not None and failure.info.reason == "SERVER_DRAINING"
+        assert failure.retry is not None
+    assert sorted(server.closed) == ["sends", "waits"]
+    async with asyncio.timeout(5):
+        await server.layer.drained(quiet=0)
+    assert server.layer.in_flight == 0
+
+
+async def test_calls_after_the_drain_began_are_refused_with_unavailable(
+    fake: tuple[FakeServer, grpc.aio.Channel],
+) -> None:
+    server, channel = fake
+    echo = channel.unary_unary(f"/{SERVICE}/Echo", identity, identity)
+    assert await echo(b"hi", timeout=5) == b"hi"
+    server.layer.begin_draining()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await echo(b"hi", timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,139 @@
+"""`python -m service` as a subprocess: free port, healthy before use, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+START_TIMEOUT_SECONDS = 60.0
+# Settings the developer's shell may export; a test sets the ones it means to.
+SERVICE_ENV = ("HOST", "PORT", "DATABASE_URL", "GRACE_SECONDS", "LOG_FORMAT", "PAGE_TOKEN_KEY")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def service_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service", *args]
+
+
+def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name not in SERVICE_ENV}
+    return {**env, **(overrides or {})}
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def health_status(target: str, service: str = "") -> str | None:
+    """The status name ("SERVING", ...), or None while the server does not answer."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1
+            )
+        except grpc.RpcError:
+            return None
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+class ServerProcess:
+    """`python -m service serve ARGS` in `workdir`; `with` waits until it is healthy and
+    kills it if a test left it running."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        args: Sequence[str],
+        *,
+        port: int,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.target = f"127.0.0.1:{port}"
+        self._command = service_command("serve", *args)
+        self._env = service_env(env)
+        self._stderr_path = workdir / f"server-{port}-{time.monotonic_ns()}.stderr"
+        self._stderr: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def start(self) -> None:
+        self._stderr = self._stderr_path.open("wb")
+        self._process = subprocess.Popen(
+            self._command,
+            cwd=self.workdir,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def wait_until_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while health_status(self.target) != "SERVING":
+            code = self._process.poll()
+            if code is not None:
+                raise AssertionError(f"the server exited {code} before serving:\n{self.stderr}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not serve within {timeout} s:\n{self.stderr}")
+            time.sleep(0.1)
+
+    def terminate(self, timeout: float) -> int:
+        """SIGTERM, then the exit code; fails if the process outlives `timeout` seconds."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the server was still running {timeout} s after SIGTERM:\n{self.stderr}"
+            ) from None
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_until_healthy()
+        except BaseException:
+            self._kill()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._kill()
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
