@@ -67,7 +67,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         # A database restart leaves every pooled connection dead; a ping at checkout
         # replaces one quietly instead of failing the call that drew it (API.md: the
         # service recovers by itself).
-        "pool_pre_ping": False,
+        "pool_pre_ping": True,
     }
     if url.get_backend_name() == "postgresql":
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}

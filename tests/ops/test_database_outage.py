@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from users.v1 import user_service_pb2
+from users.v1 import resources_pb2, user_service_pb2
 
 from service.server import ADDRESS_SERVICE, USER_SERVICE
 from tests.ops.cluster import PrivateCluster
@@ -37,14 +38,13 @@ async def load(stub: UserStub, user_id: int, outcomes: list[Outcome], stop: asyn
     for n in itertools.count():
         if stop.is_set():
             return
+        call: Awaitable[object]
         if n % 2:
-            call = stub.GetUser(
-                user_service_pb2.GetUserRequest(id=user_id), timeout=DEADLINE_SECONDS
-            )
+            get = user_service_pb2.GetUserRequest(id=user_id)
+            call = stub.GetUser(get, timeout=DEADLINE_SECONDS)
         else:
-            request = user_service_pb2.CreateUserRequest(
-                user={"name": "Load", "email": fresh_email()}
-            )
+            user = resources_pb2.User(name="Load", email=fresh_email())
+            request = user_service_pb2.CreateUserRequest(user=user)
             call = stub.CreateUser(request, timeout=DEADLINE_SECONDS)
         started = time.monotonic()
         try:

@@ -174,6 +174,10 @@ def test_writes_acknowledged_while_sigterm_arrives_survive_a_restart(tmp_path: P
         assert "Traceback" not in server.stderr, server.stderr
     assert len(acknowledged) >= 20 and len(refusals) == 4, refusals
     assert set(refusals) <= {grpc.StatusCode.UNAVAILABLE}, refusals
+    # A refused call wrote nothing: the database holds exactly the acknowledged users.
+    with sqlite3.connect(tmp_path / "users.db") as connection:
+        (stored,) = connection.execute("SELECT count(*) FROM users").fetchone()
+    assert stored == len(acknowledged)
     with (
         ServerProcess(tmp_path, args, port=port) as restarted,
         grpc.insecure_channel(restarted.target) as channel,
