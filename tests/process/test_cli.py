@@ -56,6 +56,16 @@ def serve_args(port: int, database: Path, *extra: str) -> tuple[str, ...]:
         pytest.param("not-a-url", "not-a-url", id="not-a-url"),
         pytest.param("postgresql+asyncpg://postgres@127.0.0.1:1/x", "127.0.0.1:1", id="refused"),
         pytest.param("oracle://x", "oracle", id="unsupported-scheme"),
+        pytest.param(
+            "postgresql+asyncpg://postgres@127.0.0.1:notaport/x",
+            "notaport",
+            id="non-numeric-port",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="product bug, reported: make_url's ValueError escapes parse_url as a "
+                "traceback; drop this mark once service/db/engine.py catches it",
+            ),
+        ),
     ],
 )
 def test_bad_or_unreachable_database_is_one_stderr_line(
@@ -173,7 +183,9 @@ def test_writes_acknowledged_while_sigterm_arrives_survive_a_restart(tmp_path: P
         assert code == 0, server.stderr
         assert "Traceback" not in server.stderr, server.stderr
     assert len(acknowledged) >= 20 and len(refusals) == 4, refusals
-    assert set(refusals) <= {grpc.StatusCode.UNAVAILABLE}, refusals
+    # The drain refuses with UNAVAILABLE; a call still queued inside grpc when it stops
+    # ends CANCELLED (service/server.py, RunningServer.stop). Neither ran.
+    assert set(refusals) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, refusals
     # A refused call wrote nothing: the database holds exactly the acknowledged users.
     with sqlite3.connect(tmp_path / "users.db") as connection:
         (stored,) = connection.execute("SELECT count(*) FROM users").fetchone()
