@@ -7,17 +7,22 @@ import asyncio
 import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from service.config import Settings, add_database_flag, add_server_flags, settings_from
 from service.db.engine import BadDatabaseUrlError, create_engine, safe_url
+from service.db.errors import DatabaseRefusedError
 from service.db.migrate import upgrade
 from service.domain.errors import DatabaseUnavailableError
 from service.logs import configure_logging
 from service.server import StartupError, serve
+from service.workers import supervise
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     settings = settings_from(args)
     configure_logging(settings.log_format)
@@ -25,19 +30,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             _run(_migrate(settings))
             sys.stderr.write("database schema is up to date\n")
+        elif settings.workers > 1 and not settings.worker:
+            return _run(supervise(settings, argv))
         else:
             _run(serve(settings))
-    except BadDatabaseUrlError as error:
-        return _fail(str(error))
-    except DatabaseUnavailableError as error:
-        cause = error.__cause__
-        reason = type(cause).__name__ if cause is not None else "no answer"
-        return _fail(f"cannot reach the database at {safe_url(settings.database_url)} ({reason})")
-    except StartupError as error:
-        return _fail(str(error))
+    except (BadDatabaseUrlError, DatabaseUnavailableError, DatabaseRefusedError, StartupError) as e:
+        return _fail(_startup_message(e, safe_url(settings.database_url)))
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _startup_message(error: Exception, database: str) -> str:
+    if isinstance(error, DatabaseUnavailableError):
+        cause = error.__cause__
+        reason = type(cause).__name__ if cause is not None else "no answer"
+        return f"cannot reach the database at {database} ({reason})"
+    if isinstance(error, DatabaseRefusedError):
+        return f"the database at {database} refused us: {error}"
+    return str(error)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,13 +69,12 @@ async def _migrate(settings: Settings) -> None:
         await engine.dispose()
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def _run(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
     except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _fail(message: str) -> int:

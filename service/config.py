@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///users.db"
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     parser.add_argument("--host", default=env.get("HOST", "[::]"), help="address to bind (HOST)")
     parser.add_argument(
         "--port",
-        type=int,
+        type=port_number,
         default=_int(env, "PORT", 50051),
         help="port to bind; 0 picks one (PORT)",
     )
@@ -46,13 +47,13 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     parser.add_argument(
         "--grace-seconds",
         type=float,
-        default=float(env.get("GRACE_SECONDS", "10")),
+        default=_float(env, "GRACE_SECONDS", 10.0),
         help="how long in-flight calls may finish on SIGTERM (GRACE_SECONDS)",
     )
     parser.add_argument(
         "--log-format",
-        choices=("text", "json"),
-        default=env.get("LOG_FORMAT", "text"),
+        choices=LOG_FORMATS,
+        default=_choice(env, "LOG_FORMAT", LOG_FORMATS, "text"),
         help="log line format (LOG_FORMAT)",
     )
     parser.add_argument(
@@ -121,6 +122,26 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
     )
 
 
+def port_number(raw: str) -> int:
+    """argparse type for ports: 0 (pick a free one) to 65535."""
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0..65535)")
+    return port
+
+
+def _choice(env: Mapping[str, str], name: str, choices: Sequence[str], default: str) -> str:
+    # argparse checks choices of flags given on the command line, not of defaults.
+    raw = env.get(name) or default
+    if raw not in choices:
+        message = f"users-service: error: {name}={raw!r} is not one of {', '.join(choices)}"
+        raise SystemExit(message)
+    return raw
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -128,7 +149,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise SystemExit(f"error: {name}={raw!r} is not a number") from None
+        raise SystemExit(f"users-service: error: {name}={raw!r} is not a number") from None
 
 
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:
@@ -140,9 +161,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"error: {name}={raw!r} is not a whole number") from None
+        return port_number(raw) if name.endswith("PORT") else int(raw)
+    except (ValueError, argparse.ArgumentTypeError):
+        message = f"users-service: error: {name}={raw!r} is not a valid {name.lower()}"
+        raise SystemExit(message) from None
 
 
 __all__: Sequence[str] = ("Settings", "add_database_flag", "add_server_flags", "settings_from")

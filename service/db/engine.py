@@ -31,7 +31,7 @@ class BadDatabaseUrlError(ValueError):
 def parse_url(raw: str) -> URL:
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise BadDatabaseUrlError(
             f"database URL {safe_url(raw)!r} is not a URL; expected e.g. "
             "postgresql+asyncpg://user:password@host:5432/dbname"
@@ -53,7 +53,7 @@ def safe_url(raw: str) -> str:
     """The URL with any password hidden, for messages and logs."""
     try:
         return make_url(raw).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return raw.rsplit("@", maxsplit=1)[-1] if "@" in raw else raw
 
 

@@ -73,6 +73,31 @@ def _sqlite_error(orig: BaseException | None) -> sqlite3.Error | None:
     return None
 
 
+class DatabaseRefusedError(Exception):
+    """The database answered but refused us (unknown database, bad credentials).
+
+    Raised at startup only, where the operator reads the driver's own words on stderr;
+    a client never sees them.
+    """
+
+
+@asynccontextmanager
+async def refusal_reported() -> AsyncIterator[None]:
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        if is_unavailable(error):
+            raise
+        raise DatabaseRefusedError(_driver_words(error.orig)) from error
+
+
+def _driver_words(orig: BaseException | None) -> str:
+    args: tuple[object, ...] = getattr(orig, "args", ())
+    if _mysql_errno(orig) is not None and len(args) > 1:
+        return str(args[1])
+    return (str(orig) or type(orig).__name__).splitlines()[0]
+
+
 @asynccontextmanager
 async def translated_errors() -> AsyncIterator[None]:
     """Turns "the database is away" into DatabaseUnavailableError, chained."""

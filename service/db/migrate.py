@@ -9,7 +9,7 @@ from alembic.config import Config
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.errors import translated_errors
+from service.db.errors import refusal_reported, translated_errors
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -22,7 +22,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    async with translated_errors(), engine.begin() as connection:
+    async with refusal_reported(), translated_errors(), engine.begin() as connection:
         await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
 
 

@@ -16,9 +16,11 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from sqlalchemy.engine import make_url
 from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 
 from service.db.migrate import alembic_config
+from tests.backends import ADMIN_URLS
 from tests.process.server_process import (
     ServerProcess,
     free_port,
@@ -60,11 +62,18 @@ def serve_args(port: int, database: Path, *extra: str) -> tuple[str, ...]:
             "postgresql+asyncpg://postgres@127.0.0.1:notaport/x",
             "notaport",
             id="non-numeric-port",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="product bug, reported: make_url's ValueError escapes parse_url as a "
-                "traceback; drop this mark once service/db/engine.py catches it",
-            ),
+        ),
+        pytest.param(
+            str(make_url(ADMIN_URLS["postgresql"]).set(database="no_such_db_here")),
+            "does not exist",
+            id="postgres-unknown-database",
+        ),
+        pytest.param(
+            make_url(ADMIN_URLS["mysql"])
+            .set(username="nobody", password="wrong")
+            .render_as_string(hide_password=False),
+            "Access denied",
+            id="mariadb-bad-credentials",
         ),
     ],
 )
