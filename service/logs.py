@@ -7,15 +7,21 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+# The fields of the one line per call (api/calls.py), passed as `extra`.
+CALL_FIELDS = ("method", "code", "duration_ms", "peer")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in CALL_FIELDS:
+            if name in record.__dict__:
+                line[name] = record.__dict__[name]
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

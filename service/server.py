@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 from users.v1 import address_service_pb2, user_service_pb2
 
 from service.api.addresses import AddressService
+from service.api.auth import TokenAuthenticator, TokensFileError
 from service.api.calls import CallLayer
 from service.api.page_tokens import PageTokenCodec
 from service.api.registry import add_servicer
@@ -25,10 +28,13 @@ from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.db.uow import SqlUnitOfWork
 from service.domain import housekeeping
+from service.domain.errors import DomainError
 from service.domain.ports import UnitOfWorkFactory
 from service.health import SERVICE_NAME as HEALTH_SERVICE
 from service.health import Health
+from service.metrics import Metrics, MetricsEndpoint, serve_metrics
 from service.readiness import ReadinessProbe
+from service.tls import TlsFilesError, server_credentials
 
 log = logging.getLogger("users.server")
 
@@ -53,6 +59,9 @@ class RunningServer:
     calls: CallLayer
     readiness: ReadinessProbe
     housekeeping: asyncio.Task[None] | None = None
+    auth: TokenAuthenticator | None = None
+    metrics: Metrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Readiness NOT_SERVING first; then new calls are refused, open server streams end
@@ -75,16 +84,21 @@ class RunningServer:
                 await self.housekeeping
         await self.readiness.stop()
         await self.engine.dispose()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
 
 
 async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
     engine = create_engine(settings.database_url)
     readiness: ReadinessProbe | None = None
+    endpoint: MetricsEndpoint | None = None
     try:
         if migrate:
             await upgrade(engine)
         page_tokens = PageTokenCodec(await _page_token_key(settings, engine))
-        calls = CallLayer()
+        auth = authenticator(settings)
+        metrics = Metrics() if settings.metrics_port is not None else None
+        calls = CallLayer(auth=auth, metrics=metrics)
         server = grpc.aio.server(options=_server_options(settings))
         add_servicer(
             server,
@@ -103,19 +117,35 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
             calls,
         )
         health = Health(server, READINESS)
-        readiness = ReadinessProbe(settings.database_url, health.set_ready)
+        readiness = ReadinessProbe(
+            settings.database_url,
+            health.set_ready,
+            on_tick=None if metrics is None else lambda: metrics.observe_pool(engine),
+        )
         reflection.enable_server_reflection(
             (*READINESS, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
         address = f"{settings.host}:{settings.port}"
+        credentials = tls_credentials(settings)
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as error:
-            raise StartupError(f"cannot listen on {address}: is the port in use?") from error
+            raise StartupError(
+                f"cannot listen on {address}: the port is taken or the host is not an "
+                "address of this machine"
+            ) from error
+        if metrics is not None and settings.metrics_port is not None and not settings.worker:
+            # Workers leave /metrics to their parent, which sums them (service/metrics.py).
+            endpoint = metrics_endpoint(settings, metrics.registry)
         await server.start()
     except BaseException:
         if readiness is not None:
             await readiness.stop()
+        if endpoint is not None:
+            endpoint.close()
         await engine.dispose()
         raise
     await health.serving()
@@ -128,7 +158,36 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         calls=calls,
         readiness=readiness,
         housekeeping=asyncio.create_task(_housekeep(lambda: SqlUnitOfWork(engine))),
+        auth=auth,
+        metrics=metrics,
+        metrics_endpoint=endpoint,
     )
+
+
+def metrics_endpoint(settings: Settings, registry: CollectorRegistry) -> MetricsEndpoint:
+    assert settings.metrics_port is not None
+    try:
+        return serve_metrics(settings.host, settings.metrics_port, registry)
+    except OSError as error:
+        raise StartupError(
+            f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {error.strerror}"
+        ) from None
+
+
+def tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    try:
+        return server_credentials(settings)
+    except TlsFilesError as error:
+        raise StartupError(str(error)) from None
+
+
+def authenticator(settings: Settings) -> TokenAuthenticator | None:
+    if not settings.auth_tokens_file:
+        return None
+    try:
+        return TokenAuthenticator(settings.auth_tokens_file)
+    except TokensFileError as error:
+        raise StartupError(str(error)) from None
 
 
 async def _housekeep(new_uow: UnitOfWorkFactory) -> None:
@@ -137,9 +196,11 @@ async def _housekeep(new_uow: UnitOfWorkFactory) -> None:
     while True:
         try:
             purged = await housekeeping.purge_expired(new_uow)
-        except Exception:
+        except DomainError as error:
             # The database may be away for a while; the next round tries again.
-            log.warning("housekeeping failed; next try in %.0f s", every, exc_info=True)
+            log.warning("housekeeping skipped (%s); next try in %.0f s", error.message, every)
+        except Exception:
+            log.exception("housekeeping failed; next try in %.0f s", every)
         else:
             if purged.request_ids or purged.imports:
                 log.info(
@@ -166,12 +227,18 @@ async def _page_token_key(settings: Settings, engine: AsyncEngine) -> bytes:
 
 async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then drains within the grace period."""
-    running = await start(settings)
-    log.info("users.v1 serving on %s:%d", settings.host, running.port)
+    # A worker's parent migrated already; workers starting at once would race.
+    running = await start(settings, migrate=not settings.worker)
+    if settings.worker:
+        log.info("worker pid %d serving on %s:%d", os.getpid(), settings.host, running.port)
+    else:
+        log.info("users.v1 serving on %s:%d", settings.host, running.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if running.auth is not None:
+        loop.add_signal_handler(signal.SIGHUP, running.auth.reload)
     await stop.wait()
     log.info("stopping: draining calls for up to %.1f s", settings.grace_seconds)
     await running.stop(settings.grace_seconds)

@@ -125,7 +125,5 @@ import_addresses = Table(
     Column("stream_index", BigInteger, nullable=False),
     Column("address_index", Integer, nullable=False),
     Column("email", text_column(120), nullable=False),
-    PrimaryKeyConstraint(
-        "import_id", "stream_index", "address_index", name="pk_import_addresses"
-    ),
+    PrimaryKeyConstraint("import_id", "stream_index", "address_index", name="pk_import_addresses"),
 )

@@ -107,6 +107,7 @@ async def test_rows_are_staged_as_they_arrive_and_appear_all_at_once(
         last_id = await connection.scalar(
             select(users_table.c.id).where(users_table.c.email == sent[-1].user.email)
         )
+    assert last_id is not None
     full = await users.GetUser(user_service_pb2.GetUserRequest(id=int(last_id)))
     assert [a.email for a in full.addresses] == ["home@import.test"]
     await assert_nothing_stayed(running.engine, [])
@@ -261,3 +262,22 @@ async def test_repeated_request_id_in_the_stream_is_invalid(
     assert failure.code == Code.INVALID_ARGUMENT
     assert failure.fields == ["requests[1200].request_id"]
     await assert_nothing_stayed(running.engine, emails_of(sent))
+
+
+async def test_a_request_id_recorded_meanwhile_by_another_import_fails_the_end(
+    users: UserStub, running: server.RunningServer
+) -> None:
+    slow, fast = rows(1100), rows(1, rid=True)
+    slow[50].request_id = fast[0].request_id
+    call: ImportCall = users.ImportUsers(None)
+    await call.write(user_service_pb2.ImportUsersRequest(requests=slow[:1000]))
+    await eventually(lambda: _at_least(staged_rows(running.engine), 1000))
+    # Row 50 is staged already: only the final transaction can see the id taken.
+    assert (await send(users, fast)).created_count == 1
+    await call.write(user_service_pb2.ImportUsersRequest(requests=slow[1000:]))
+    await call.done_writing()
+    failure = await fails(call)
+    assert failure.code == Code.INVALID_ARGUMENT
+    assert failure.fields == ["requests[50].request_id"]
+    assert failure.info is not None and failure.info.reason == "REQUEST_ID_REUSED"
+    await assert_nothing_stayed(running.engine, emails_of(slow))

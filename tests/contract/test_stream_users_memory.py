@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 from users.v1 import user_service_pb2
 

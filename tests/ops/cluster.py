@@ -1,12 +1,15 @@
-"""A private PostgreSQL cluster in a temporary folder, for tests that stop and start it."""
+"""Private PostgreSQL and MariaDB servers in temporary folders, for tests that stop and
+start them."""
 
 from __future__ import annotations
 
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -16,6 +19,7 @@ from tests.process.server_process import free_port
 BIN = Path(os.environ.get("TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 # initdb and postgres refuse to run as root.
 OWNER = "postgres"
+MARIADB_OWNER = "mysql"
 
 
 class PrivateCluster:
@@ -84,3 +88,97 @@ class PrivateCluster:
             raise AssertionError(
                 f"{command[0]} exited {done.returncode}:\n{done.stdout}{done.stderr}{self.log()}"
             )
+
+
+class PrivateMariaDB:
+    """The same for MariaDB: `mariadb-install-db` into a temporary folder, `mariadbd` on a
+    free port; stop() is SIGTERM (its normal shutdown), start() runs it again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="users-mariadb-"))
+        self.data = self.folder / "data"
+        self.url = f"mysql+aiomysql://root@127.0.0.1:{self.port}/users"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(MARIADB_OWNER)
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+        try:
+            command = [
+                "mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
+                f"--user={MARIADB_OWNER}", "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ]  # fmt: skip
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            self.start()
+            created = subprocess.run(
+                [
+                    *("mysql", "--protocol=TCP", "-h", "127.0.0.1", "-P", str(self.port)),
+                    *("-u", "root", "-e", "CREATE DATABASE users CHARACTER SET utf8mb4"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert created.returncode == 0, created.stderr
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def start(self) -> None:
+        command = [
+            "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.data}",
+            f"--port={self.port}", "--bind-address=127.0.0.1",
+            f"--socket={self.folder / 'sock'}", f"--pid-file={self.folder / 'pid'}",
+            f"--user={MARIADB_OWNER}", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
+            f"--log-error={self.folder / 'error.log'}",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not self._answers():
+            assert self._process.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        assert self._process is not None
+        self._process.terminate()
+        self._process.wait(60)
+
+    def log(self) -> str:
+        path = self.folder / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                return bool(probe.recv(1))  # the server greets first
+        except OSError:
+            return False

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.server import ADDRESS_SERVICE, USER_SERVICE
-from tests.ops.cluster import PrivateCluster
+from tests.ops.cluster import PrivateCluster, PrivateMariaDB
 from tests.process.server_process import ServerProcess, free_port
 from tests.rpc import UserStub, create_user, failure_of, fresh_email
 
@@ -76,14 +76,17 @@ async def wait_for_health(channel: grpc.aio.Channel, service: str, status: int) 
 
 
 @pytest.mark.slow
-async def test_postgres_outage_is_unavailable_fast_and_recovers_without_restart(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "server_kind", [PrivateCluster, PrivateMariaDB], ids=["postgresql", "mariadb"]
+)
+async def test_database_outage_is_unavailable_fast_and_recovers_without_restart(
+    tmp_path: Path, server_kind: type[PrivateCluster | PrivateMariaDB]
 ) -> None:
     serving, not_serving = (
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     )
-    with PrivateCluster() as cluster:
+    with server_kind() as cluster:
         port = free_port()
         args = ("--port", str(port), "--database-url", cluster.url, "--grace-seconds", "2")
         with ServerProcess(tmp_path, args, port=port) as process:
