@@ -64,10 +64,11 @@ class Method:
 
 
 class _OpenStream:
-    __slots__ = ("inside", "task")
+    __slots__ = ("drained", "inside", "task")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
+        self.drained = False  # begin_draining() cancelled its task
         # True while the task waits inside the servicer's generator (a database read, a
         # wait for changes): cancelling it there ends the stream at once. Otherwise it
         # waits on the transport, and the stream ends after the message being written.
@@ -94,6 +95,7 @@ class CallLayer:
         self._draining = True
         for stream in self._streams:
             if stream.inside:
+                stream.drained = True
                 stream.task.cancel()
 
     async def drained(self, quiet: float = QUIET_SECONDS) -> None:
@@ -161,7 +163,7 @@ class CallLayer:
                         stream.inside = True
             except asyncio.CancelledError:
                 # begin_draining() cancelled it, and nothing else did: end with UNAVAILABLE.
-                if not (self._draining and task.uncancel() == 0):
+                if not (stream.drained and task.uncancel() == 0):
                     code = _cancelled_code(context)
                     raise
                 failed = status.status_for(ServerDrainingError())

@@ -16,7 +16,21 @@ from typing import Self
 
 from tests.process.server_process import free_port
 
-BIN = Path(os.environ.get("TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _postgres_bin() -> Path:
+    """TEST_POSTGRES_BIN, else the newest Debian-installed PostgreSQL's bin folder."""
+    if os.environ.get("TEST_POSTGRES_BIN"):
+        return Path(os.environ["TEST_POSTGRES_BIN"])
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=_version)
+    return versions[-1].parent if versions else Path("/usr/lib/postgresql/15/bin")
+
+
+def _version(initdb: Path) -> int:
+    name = initdb.parent.parent.name
+    return int(name) if name.isdigit() else 0
+
+
+BIN = _postgres_bin()
 # initdb and postgres refuse to run as root.
 OWNER = "postgres"
 MARIADB_OWNER = "mysql"

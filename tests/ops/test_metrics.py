@@ -93,8 +93,13 @@ async def test_workers_metrics_are_summed_by_the_parent(tmp_path: Path, postgres
         deadline = time.monotonic() + 10
         while True:
             samples = await asyncio.to_thread(scrape, metrics_port)
-            # Both workers' pools (10 each) are reported once their probers ticked.
-            if value(samples, "users_db_pool_size") == 20 or time.monotonic() > deadline:
+            # Both workers' pools (10 each) are reported once their probers ticked; a tick
+            # taken while one of the calls above held a connection is stale until the next.
+            settled = (
+                value(samples, "users_db_pool_size") == 20
+                and value(samples, "users_db_pool_checked_out") == 0
+            )
+            if settled or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
         assert process.terminate(10) == 0, process.stderr
