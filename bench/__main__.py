@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
 
-from bench import cpu, database
+from bench import database
 from bench.baseline import Mode, measure_driver, pool_size_for
+from bench.cpu import CpuWindow, wait_idle
 from bench.load import measure_service
 from bench.measurement import BenchError, LoadShape, Operation, run_event_loop
 from bench.report import Environment, RowResult, render
@@ -30,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=100_000, help="users seeded (100000)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="on a shared machine: before each run wait up to this many seconds for the "
+        "machine to be idle (0: don't wait)",
+    )
     parser.add_argument(
         "--operations",
         type=_operations,
@@ -61,28 +70,36 @@ def _counts(raw: str) -> list[int]:
     return counts
 
 
+async def _settle(limit_seconds: float) -> None:
+    if limit_seconds > 0:
+        waited = await asyncio.to_thread(wait_idle, limit_seconds)
+        if waited >= limit_seconds:
+            _say(f"the machine stayed busy for {waited:.0f} s; measuring anyway")
+
+
 def _say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-async def _row(url: str, shape: LoadShape, users: int) -> RowResult:
+async def _row(url: str, shape: LoadShape, users: int, wait_idle: float) -> RowResult:
     label = f"{shape.operation} x{shape.concurrency}"
     _say(f"{label}: service")
     async with ServerProcess(url) as server:
-        server_cpu, started = server.cpu_seconds(), cpu.snapshot()
-        service = await measure_service(server.target, shape, users)
+        await _settle(wait_idle)
+        server_cpu = server.cpu_seconds()
+        with CpuWindow(database.BENCH_DATABASE) as service_cpu:
+            service = await measure_service(server.target, shape, users)
         server_cpu = server.cpu_seconds() - server_cpu
-        service_cpu = cpu.since(started)
     # The server is stopped before the baselines, so it takes no CPU from them.
     dsn = database.driver_dsn(url)
     _say(f"{label}: raw asyncpg (pool of {pool_size_for(shape.concurrency)})")
-    started = cpu.snapshot()
-    raw = await measure_driver(dsn, shape, users, Mode.QUERY)
-    raw_cpu = cpu.since(started)
+    await _settle(wait_idle)
+    with CpuWindow(database.BENCH_DATABASE) as raw_cpu:
+        raw = await measure_driver(dsn, shape, users, Mode.QUERY)
     _say(f"{label}: asyncpg replaying the service's statements")
-    started = cpu.snapshot()
-    replay = await measure_driver(dsn, shape, users, Mode.REPLAY)
-    replay_cpu = cpu.since(started)
+    await _settle(wait_idle)
+    with CpuWindow(database.BENCH_DATABASE) as replay_cpu:
+        replay = await measure_driver(dsn, shape, users, Mode.REPLAY)
     return RowResult(
         operation=shape.operation,
         concurrency=shape.concurrency,
@@ -90,11 +107,11 @@ async def _row(url: str, shape: LoadShape, users: int) -> RowResult:
         server_peak_rss_bytes=server.peak_rss_bytes,
         server_exit_code=server.exit_code,
         server_cpu_seconds=server_cpu,
-        service_cpu=service_cpu,
+        service_cpu=service_cpu.use,
         raw=raw,
-        raw_cpu=raw_cpu,
+        raw_cpu=raw_cpu.use,
         replay=replay,
-        replay_cpu=replay_cpu,
+        replay_cpu=replay_cpu.use,
     )
 
 
@@ -108,11 +125,11 @@ async def _bench(args: argparse.Namespace) -> None:
     await database.migrate(url)
     await database.seed(url, users)
     environment = Environment.detect(await database.describe_server(url))
-    rows = [
-        await _row(url, LoadShape(operation, concurrency, args.warmup, args.duration), users)
-        for operation in args.operations
-        for concurrency in args.concurrency
-    ]
+    rows = []
+    for operation in args.operations:
+        for concurrency in args.concurrency:
+            shape = LoadShape(operation, concurrency, args.warmup, args.duration)
+            rows.append(await _row(url, shape, users, args.wait_idle))
     setup = (
         f"{users:,} seeded users; per run {args.warmup:g} s warm-up then {args.duration:g} s "
         "measured; closed loop (each worker sends its next call when the last returns); "

@@ -4,9 +4,9 @@ Run as `python -m bench.baseline --dsn postgresql://... ...`; prints one Measure
 Two modes:
   query   the one statement the RPC is about (SELECT by id; INSERT ... RETURNING),
           autocommit: what the issue calls "the same query";
-  replay  the statements the service sends for one call, in its transaction
-          (captured with log_statement=all; see BENCHMARKS.md), so the gap between
-          replay and the service is Python, SQLAlchemy and gRPC, not round trips.
+  replay  the statements the service sends for one call, round trip for round trip
+          (captured with log_statement=all at commit 8a267db; see BENCHMARKS.md), so
+          the gap between replay and the service is Python, SQLAlchemy and gRPC.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ INSERT_USER = (
     "VALUES ($1, $2, $3, $4, $5, 1) RETURNING id"
 )
 # What the service sends (PostgreSQL log, log_statement=all), bar BEGIN/COMMIT/ROLLBACK.
+# SQLAlchemy's pool_pre_ping on asyncpg: BEGIN, an empty statement, ROLLBACK.
+PING = ";"
 SERVICE_SELECT_USERS = (
     "SELECT users.id, users.name, users.email, users.create_time, users.update_time, "
     "users.version FROM users WHERE users.id IN ($1::BIGINT)"
@@ -104,6 +106,7 @@ def _replay_caller(pool: asyncpg.Pool, operation: Operation, max_id: int) -> Cal
         async def get_user(_worker: int) -> None:
             user_id = random.randint(1, max_id)
             async with pool.acquire() as connection:
+                await _ping(connection)
                 transaction = connection.transaction()
                 await transaction.start()
                 try:
@@ -119,14 +122,26 @@ def _replay_caller(pool: asyncpg.Pool, operation: Operation, max_id: int) -> Cal
 
     async def create_user(_worker: int) -> None:
         now = datetime.now(UTC)
-        async with pool.acquire() as connection, connection.transaction():
-            user_id = await connection.fetchval(
-                SERVICE_INSERT_USER, "Bench User", next(emails), _DOMAIN, now, now, 1
-            )
-            await connection.fetch(SERVICE_SELECT_USERS, user_id)
-            await connection.fetch(SERVICE_SELECT_ADDRESSES, user_id)
+        async with pool.acquire() as connection:
+            await _ping(connection)
+            async with connection.transaction():
+                user_id = await connection.fetchval(
+                    SERVICE_INSERT_USER, "Bench User", next(emails), _DOMAIN, now, now, 1
+                )
+                await connection.fetch(SERVICE_SELECT_USERS, user_id)
+                await connection.fetch(SERVICE_SELECT_ADDRESSES, user_id)
 
     return create_user
+
+
+async def _ping(connection: asyncpg.Connection) -> None:
+    """As SQLAlchemy's asyncpg dialect pings a connection at checkout (pool_pre_ping)."""
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.fetchrow(PING)
+    finally:
+        await transaction.rollback()
 
 
 def _unique_emails(mode: str) -> Iterator[str]:

@@ -65,7 +65,7 @@ class RowResult:
     def other_cores(self) -> tuple[float, float, float]:
         """Other work on the machine during the service, raw and replay runs."""
         return (
-            self.service_cpu.other_cores(self.server_cpu_seconds),
+            self.service_cpu.other_cores(),
             self.raw_cpu.other_cores(),
             self.replay_cpu.other_cores(),
         )
@@ -98,8 +98,8 @@ def render(env: Environment, rows: Sequence[RowResult], setup: str) -> str:
     lines += [
         "",
         "Where the time goes: asyncpg replaying the service's own statements; CPU per call",
-        "(server, load generator, all PostgreSQL processes; warm-up included); and cores",
-        "used by other work on the machine during the service / raw / replay runs.",
+        "(server, load generator, PostgreSQL for the bench database; warm-up included); and",
+        "cores used by other work on the machine during the service / raw / replay runs.",
         "",
         "| operation | concurrency | asyncpg replay req/s | replay p50 ms | service ÷ replay "
         "| server CPU ms/call | load gen CPU ms/call | PostgreSQL CPU ms/call "
