@@ -103,15 +103,15 @@ class ServerProcess:
                 raise AssertionError(f"the server did not serve within {timeout} s:\n{self.stderr}")
             time.sleep(0.1)
 
-    def terminate(self, timeout: float) -> int:
-        """SIGTERM, then the exit code; fails if the process outlives `timeout` seconds."""
+    def terminate(self, timeout: float, signum: int = signal.SIGTERM) -> int:
+        """Sends `signum`, then the exit code; fails if the process outlives `timeout` seconds."""
         assert self._process is not None
-        self._process.send_signal(signal.SIGTERM)
+        self._process.send_signal(signum)
         try:
             return self._process.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(
-                f"the server was still running {timeout} s after SIGTERM:\n{self.stderr}"
+                f"the server was still running {timeout} s after {signum!r}:\n{self.stderr}"
             ) from None
 
     def __enter__(self) -> Self:
