@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from bench import database
+from bench import bulk, ceiling, database, listing
 from bench.baseline import Mode, measure_driver, pool_size_for
 from bench.cpu import CpuWindow, wait_idle
 from bench.load import measure_service
@@ -47,6 +47,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency", type=_counts, default=[1, 64], help="comma-separated (1,64)"
+    )
+    parser.add_argument(
+        "--suite",
+        choices=("unary", "listing", "bulk", "ceiling"),
+        default="unary",
+        help="unary: GetUser/CreateUser against the driver (default); listing: ListUsers "
+        "page 1 against page 10,000 (issue 4); bulk: StreamUsers, ImportUsers, "
+        "BatchCreateUsers (issue 5). listing and bulk seed a million users. ceiling: "
+        "GetUser, GetUser FULL, CreateUser, --workers 2 against bench/bare_server.py "
+        "(issue 7; --users users with 2 addresses each).",
+    )
+    parser.add_argument(
+        "--large-users", type=int, default=1_000_000, help="listing/bulk: users (1000000)"
+    )
+    parser.add_argument(
+        "--large-addresses",
+        type=int,
+        default=2_000_000,
+        help="listing/bulk: addresses (2000000)",
+    )
+    parser.add_argument(
+        "--reuse-seed",
+        action="store_true",
+        help="listing/bulk: keep the seeded database of an earlier run of the same suite",
     )
     return parser
 
@@ -139,9 +163,31 @@ async def _bench(args: argparse.Namespace) -> None:
     _say(f"done in {time.monotonic() - started:.0f} s")
 
 
+async def _suite(args: argparse.Namespace) -> None:
+    if args.suite == "listing":
+        await listing.run(
+            args.database_url,
+            args.large_users,
+            args.large_addresses,
+            repeats=30,
+            reseed=not args.reuse_seed,
+        )
+    elif args.suite == "bulk":
+        await bulk.run(
+            args.database_url,
+            args.large_users,
+            args.large_addresses,
+            reseed=not args.reuse_seed,
+        )
+    elif args.suite == "ceiling":
+        await ceiling.run(args.database_url, args.users, args.warmup, args.duration, args.wait_idle)
+    else:
+        await _bench(args)
+
+
 def main() -> None:
     try:
-        run_event_loop(_bench(_parser().parse_args()))
+        run_event_loop(_suite(_parser().parse_args()))
     except BenchError as error:
         _say(f"error: {error}")
         sys.exit(1)

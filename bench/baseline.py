@@ -5,7 +5,7 @@ Two modes:
   query   the one statement the RPC is about (SELECT by id; INSERT ... RETURNING),
           autocommit: what the issue calls "the same query";
   replay  the statements the service sends for one call, round trip for round trip
-          (captured with log_statement=all at commit 8a267db; see BENCHMARKS.md), so
+          (re-captured for issue 7: one statement in autocommit each), so
           the gap between replay and the service is Python, SQLAlchemy and gRPC.
 """
 
@@ -40,17 +40,16 @@ INSERT_USER = (
     "INSERT INTO users (name, email, email_domain, create_time, update_time, version) "
     "VALUES ($1, $2, $3, $4, $5, 1) RETURNING id"
 )
-# What the service sends (PostgreSQL log, log_statement=all), bar BEGIN/COMMIT/ROLLBACK.
-# SQLAlchemy's pool_pre_ping on asyncpg: BEGIN, an empty statement, ROLLBACK.
-PING = ";"
-SERVICE_SELECT_USERS = (
+# What the service sends, each alone in autocommit (no BEGIN/COMMIT), as SQLAlchemy
+# renders it for asyncpg (issue 7: no pool_pre_ping, one statement per GetUser and per
+# CreateUser without addresses).
+SERVICE_SELECT_FULL = (
     "SELECT users.id, users.name, users.email, users.create_time, users.update_time, "
-    "users.version FROM users WHERE users.id IN ($1::BIGINT)"
-)
-SERVICE_SELECT_ADDRESSES = (
-    "SELECT addresses.id, addresses.user_id, addresses.email, addresses.create_time, "
-    "addresses.update_time, addresses.version FROM addresses "
-    "WHERE addresses.user_id IN ($1::BIGINT) ORDER BY addresses.user_id, addresses.id"
+    "users.version, addresses.id AS address_id, addresses.email AS address_email, "
+    "addresses.create_time AS address_create_time, addresses.update_time AS "
+    "address_update_time, addresses.version AS address_version FROM users LEFT OUTER JOIN "
+    "addresses ON addresses.user_id = users.id WHERE users.id = $1::BIGINT "
+    "ORDER BY users.id, addresses.id"
 )
 SERVICE_INSERT_USER = (
     "INSERT INTO users (name, email, email_domain, create_time, update_time, version) "
@@ -104,17 +103,9 @@ def _replay_caller(pool: asyncpg.Pool, operation: Operation, max_id: int) -> Cal
     if operation is Operation.GET_USER:
 
         async def get_user(_worker: int) -> None:
-            user_id = random.randint(1, max_id)
-            async with pool.acquire() as connection:
-                await _ping(connection)
-                transaction = connection.transaction()
-                await transaction.start()
-                try:
-                    rows = await connection.fetch(SERVICE_SELECT_USERS, user_id)
-                    if rows:
-                        await connection.fetch(SERVICE_SELECT_ADDRESSES, user_id)
-                finally:
-                    await transaction.rollback()
+            rows = await pool.fetch(SERVICE_SELECT_FULL, random.randint(1, max_id))
+            if not rows:
+                raise LookupError("seeded user missing")
 
         return get_user
 
@@ -122,26 +113,9 @@ def _replay_caller(pool: asyncpg.Pool, operation: Operation, max_id: int) -> Cal
 
     async def create_user(_worker: int) -> None:
         now = datetime.now(UTC)
-        async with pool.acquire() as connection:
-            await _ping(connection)
-            async with connection.transaction():
-                user_id = await connection.fetchval(
-                    SERVICE_INSERT_USER, "Bench User", next(emails), _DOMAIN, now, now, 1
-                )
-                await connection.fetch(SERVICE_SELECT_USERS, user_id)
-                await connection.fetch(SERVICE_SELECT_ADDRESSES, user_id)
+        await pool.fetchval(SERVICE_INSERT_USER, "Bench User", next(emails), _DOMAIN, now, now, 1)
 
     return create_user
-
-
-async def _ping(connection: asyncpg.Connection) -> None:
-    """As SQLAlchemy's asyncpg dialect pings a connection at checkout (pool_pre_ping)."""
-    transaction = connection.transaction()
-    await transaction.start()
-    try:
-        await connection.fetchrow(PING)
-    finally:
-        await transaction.rollback()
 
 
 def _unique_emails(mode: str) -> Iterator[str]:

@@ -68,6 +68,11 @@ class ServerProcess:
         self.exit_code: int | None = None
 
     @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
     def peak_rss_bytes(self) -> int:
         return self._sampler.peak_bytes if self._sampler is not None else 0
 

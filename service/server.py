@@ -26,7 +26,7 @@ from service.config import Settings
 from service.db import server_keys
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
-from service.db.uow import SqlUnitOfWork
+from service.db.uow import SqlUnitsOfWork
 from service.domain import housekeeping
 from service.domain.errors import DomainError
 from service.domain.ports import UnitOfWorkFactory
@@ -99,11 +99,12 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None
         calls = CallLayer(auth=auth, metrics=metrics)
+        new_uow = SqlUnitsOfWork(engine)
         server = grpc.aio.server(options=_server_options(settings))
         add_servicer(
             server,
             UserService(
-                lambda: SqlUnitOfWork(engine),
+                new_uow,
                 page_tokens,
                 import_idle_seconds=settings.import_idle_seconds,
             ),
@@ -112,7 +113,7 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         )
         add_servicer(
             server,
-            AddressService(lambda: SqlUnitOfWork(engine), page_tokens),
+            AddressService(new_uow, page_tokens),
             ADDRESS_SERVICE_DESCRIPTOR,
             calls,
         )
@@ -157,7 +158,7 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         port=port,
         calls=calls,
         readiness=readiness,
-        housekeeping=asyncio.create_task(_housekeep(lambda: SqlUnitOfWork(engine))),
+        housekeeping=asyncio.create_task(_housekeep(new_uow)),
         auth=auth,
         metrics=metrics,
         metrics_endpoint=endpoint,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,7 +11,8 @@ from users.v1 import user_service_pb2
 
 from service.domain.errors import FieldViolation, InvalidArgumentError
 from service.domain.listing import ListUsersInput
-from service.domain.models import Address, User, View
+from service.domain.models import Address, User, View, etag_of
+from service.domain.rows import AddressRow, RowBatch
 from service.domain.users import UserInput
 
 _VIEWS: dict[int, View] = {pb.USER_VIEW_BASIC: View.BASIC, pb.USER_VIEW_FULL: View.FULL}
@@ -73,3 +75,39 @@ def address_to_proto(address: Address) -> pb.Address:
         update_time=timestamp_of(address.update_time),
         etag=address.etag,
     )
+
+
+def stream_response_of(batch: RowBatch) -> user_service_pb2.StreamUsersResponse:
+    """StreamUsers' hot path: messages straight from rows, no User dataclass in between.
+
+    Timestamps are given as dicts: upb fills the sub-message from one in half the time
+    it takes to build a Timestamp and copy it in.
+    """
+    response = user_service_pb2.StreamUsersResponse()
+    add = response.users.add
+    owned = batch.addresses
+    for user_id, name, email, created, updated, version in batch.users:
+        message = add(
+            id=user_id,
+            name=name,
+            email=email,
+            create_time={"seconds": created // 1_000_000, "nanos": created % 1_000_000 * 1000},
+            update_time={"seconds": updated // 1_000_000, "nanos": updated % 1_000_000 * 1000},
+            etag=etag_of("u", user_id, version),
+        )
+        if owned is not None:
+            _add_addresses(message, owned.get(user_id, ()))
+    return response
+
+
+def _add_addresses(user: pb.User, rows: Iterable[AddressRow]) -> None:
+    add = user.addresses.add
+    for address_id, user_id, email, created, updated, version in rows:
+        add(
+            id=address_id,
+            user_id=user_id,
+            email=email,
+            create_time={"seconds": created // 1_000_000, "nanos": created % 1_000_000 * 1000},
+            update_time={"seconds": updated // 1_000_000, "nanos": updated % 1_000_000 * 1000},
+            etag=etag_of("a", address_id, version),
+        )

@@ -88,7 +88,7 @@ class UserService(pb_grpc.UserServiceServicer):
             batch_size=request.batch_size,
         )
         async for batch in streaming.stream_users(self._uow, wanted):
-            yield pb.StreamUsersResponse(users=[convert.user_to_proto(u) for u in batch])
+            yield convert.stream_response_of(batch)
 
     async def BatchCreateUsers(
         self, request: pb.BatchCreateUsersRequest, context: Ctx

@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 SUPPORTED_DRIVERS = {
     "postgresql+asyncpg": "PostgreSQL",
@@ -64,10 +64,6 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         "max_overflow": pool_size,
         # A call that waits this long for a free connection is UNAVAILABLE (overloaded).
         "pool_timeout": POOL_TIMEOUT_SECONDS,
-        # A database restart leaves every pooled connection dead; a ping at checkout
-        # replaces one quietly instead of failing the call that drew it (API.md: the
-        # service recovers by itself).
-        "pool_pre_ping": True,
     }
     if url.get_backend_name() == "postgresql":
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
@@ -78,6 +74,11 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     elif url.get_backend_name() in ("mysql", "mariadb"):
         # MariaDB drops idle connections after wait_timeout (8 h by default).
         options["pool_recycle"] = 3600
+        # A database restart leaves every pooled connection dead; a ping at checkout
+        # replaces one quietly instead of failing the call that drew it (API.md: the
+        # service recovers by itself). aiomysql notices a closed socket only when it
+        # next reads, so MariaDB keeps the ping (one round trip per call).
+        options["pool_pre_ping"] = True
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         # PostgreSQL's default level; under InnoDB's REPEATABLE READ, gap locks turn
         # concurrent inserts of one key (request ids, emails) into deadlocks.
@@ -85,7 +86,22 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    elif url.get_backend_name() == "postgresql":
+        event.listen(engine.sync_engine, "checkout", _replace_if_closed)
     return engine
+
+
+def _replace_if_closed(
+    _dbapi_connection: Any, _record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
+    """A database restart leaves every pooled connection dead (API.md: the service
+    recovers by itself). PostgreSQL ends its sessions with a message and a closed
+    socket, which asyncpg reads while the connection idles in the pool, so a dead one
+    is known at checkout without pool_pre_ping's three round trips on every call;
+    raising DisconnectionError makes the pool connect afresh in its place."""
+    connection = proxy.driver_connection
+    if connection is not None and connection.is_closed():
+        raise DisconnectionError("the pooled connection was closed by the server")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

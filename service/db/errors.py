@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy import exc as sa_exc
 
 from service.domain.errors import DatabaseUnavailableError
@@ -105,5 +106,18 @@ async def translated_errors() -> AsyncIterator[None]:
         yield
     except (sa_exc.SQLAlchemyError, OSError) as error:
         if is_unavailable(error):
+            raise DatabaseUnavailableError() from error
+        raise
+
+
+@asynccontextmanager
+async def driver_errors_translated() -> AsyncIterator[None]:
+    """As translated_errors, around asyncpg used directly (its errors are not wrapped)."""
+    try:
+        yield
+    except (asyncpg.InterfaceError, OSError) as error:  # the connection is gone
+        raise DatabaseUnavailableError() from error
+    except asyncpg.PostgresError as error:
+        if str(error.sqlstate).startswith(_PG_UNAVAILABLE_CLASSES):
             raise DatabaseUnavailableError() from error
         raise

@@ -8,12 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    String,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.errors import is_unique_violation
+from service.db.errors import driver_errors_translated, is_unique_violation
 from service.db.tables import (
     addresses,
     import_addresses,
@@ -42,61 +56,78 @@ class ImportStore:
         self, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
     ) -> ImportClashes:
         # Plain reads: nothing on users is locked while the client is still sending.
-        staged = await self._connection.execute(
-            select(import_rows.c.email).where(
-                import_rows.c.import_id == import_id, import_rows.c.email.in_(emails)
-            )
-        )
-        stored = await self._connection.execute(
-            select(users.c.email).where(users.c.email.in_(emails))
-        )
-        staged_ids: set[str] = set()
-        if request_ids:
-            rows = await self._connection.execute(
-                select(import_rows.c.request_id).where(
-                    import_rows.c.import_id == import_id,
-                    import_rows.c.request_id.in_(request_ids),
-                )
-            )
-            staged_ids = {row.request_id for row in rows}
+        staged = import_rows.c.import_id == import_id
         return ImportClashes(
-            staged_emails={row.email for row in staged},
-            stored_emails={row.email for row in stored},
-            staged_request_ids=staged_ids,
+            staged_emails=await self._present(import_rows.c.email, emails, staged),
+            stored_emails=await self._present(users.c.email, emails),
+            staged_request_ids=(
+                await self._present(import_rows.c.request_id, request_ids, staged)
+                if request_ids
+                else set()
+            ),
         )
+
+    async def _present(
+        self, column: Column[str], values: Sequence[str], *where: ColumnElement[bool]
+    ) -> set[str]:
+        """Which of `values` the column holds, among the rows `where` picks."""
+        if self._connection.dialect.name == "postgresql":
+            # A chunk's thousands of values as one array parameter, joined: each is one
+            # probe of the (import_id, column) unique index, whatever plan PostgreSQL
+            # settles on for the prepared statement. (`= ANY(array)` got a generic plan
+            # that scanned every staged row of the import: quadratic in its size.)
+            given = (
+                func.unnest(literal(list(values), ARRAY(String())))
+                .table_valued("value")
+                .render_derived()
+            )
+            statement = select(column).join_from(given, column.table, column == given.c.value)
+        else:
+            statement = select(column).where(column.in_(values))
+        rows = await self._connection.execute(statement.where(*where))
+        return {row[0] for row in rows}
 
     async def stage(self, import_id: str, rows: Sequence[StagedUser], now: datetime) -> bool:
         if not await self._touch(import_id, now):
             return False
-        if rows:
-            await self._connection.execute(
-                insert(import_rows),
-                [
-                    {
-                        "import_id": import_id,
-                        "stream_index": row.stream_index,
-                        "name": row.user.name,
-                        "email": row.user.email,
-                        "email_domain": domain_of(row.user.email),
-                        "request_id": row.request_id or None,
-                        "fingerprint": row.user.fingerprint() if row.request_id else None,
-                    }
-                    for row in rows
-                ],
+        staged = [
+            (
+                import_id,
+                row.stream_index,
+                row.user.name,
+                row.user.email,
+                domain_of(row.user.email),
+                row.request_id or None,
+                row.user.fingerprint() if row.request_id else None,
             )
+            for row in rows
+        ]
         owned = [
-            {
-                "import_id": import_id,
-                "stream_index": row.stream_index,
-                "address_index": index,
-                "email": email,
-            }
+            (import_id, row.stream_index, index, email)
             for row in rows
             for index, email in enumerate(row.user.address_emails)
         ]
-        if owned:
-            await self._connection.execute(insert(import_addresses), owned)
+        await self._write(import_rows, staged)
+        await self._write(import_addresses, owned)
         return True
+
+    async def _write(self, table: Table, records: Sequence[tuple[Any, ...]]) -> None:
+        """Rows in the table's column order, by COPY on PostgreSQL (a fraction of the
+        cost of an INSERT, and the staging tables hold up to a million rows a call),
+        else one executemany."""
+        if not records:
+            return
+        columns = [column.name for column in table.columns]
+        if self._connection.dialect.name != "postgresql":
+            await self._connection.execute(
+                insert(table), [dict(zip(columns, record, strict=True)) for record in records]
+            )
+            return
+        # The asyncpg connection under this transaction: the COPY is part of it.
+        driver = (await self._connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        async with driver_errors_translated():
+            await driver.copy_records_to_table(table.name, records=records, columns=columns)
 
     async def promote(
         self, import_id: str, method: str, now: datetime, since: datetime

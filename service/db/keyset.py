@@ -7,6 +7,8 @@ OFFSET: it starts after the previous page's last (sort key, id), seeking an inde
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, or_, tuple_
@@ -34,14 +36,31 @@ def users_page(
     row_values: compare (key, id) as a row, for backends whose planner turns that into
     one index seek even when many rows share the key (PostgreSQL).
     """
-    statement = select_users.where(*filter_clauses(query.filter))
+    bound = None
+    if query.after is not None and query.ordering.field is SortField.ID:
+        cursor_id, descending = query.after.id, query.ordering.descending
+        bound = functools.partial(_beyond, cursor_id, descending=descending)
+    statement = select_users.where(*filter_clauses(query.filter, user_id_bound=bound))
     if query.after is not None:
         statement = statement.where(after(query.ordering, query.after, row_values=row_values))
     return statement.order_by(*order_clauses(query.ordering)).limit(query.limit)
 
 
-def filter_clauses(user_filter: UserFilter) -> list[ColumnElement[bool]]:
-    """API.md: filters combine with AND; an empty filter is no filter."""
+def _beyond(cursor_id: int, column: ColumnElement[int], *, descending: bool) -> ColumnElement[bool]:
+    return column < cursor_id if descending else column > cursor_id
+
+
+def filter_clauses(
+    user_filter: UserFilter,
+    *,
+    user_id_bound: Callable[[ColumnElement[int]], ColumnElement[bool]] | None = None,
+) -> list[ColumnElement[bool]]:
+    """API.md: filters combine with AND; an empty filter is no filter.
+
+    user_id_bound: the page's id bound when paging by id, restated on the addresses
+    the EXISTS looks at. PostgreSQL derives no inequality across the join, and would
+    otherwise merge-join from the first address: page 10,000 read 800,000 addresses.
+    """
     clauses: list[ColumnElement[bool]] = []
     if user_filter.email:
         clauses.append(users.c.email == user_filter.email)
@@ -50,11 +69,14 @@ def filter_clauses(user_filter: UserFilter) -> list[ColumnElement[bool]]:
     if user_filter.address_email_contains:
         # EXISTS, not a JOIN: a user with several matching addresses is listed once.
         pattern = contains_pattern(user_filter.address_email_contains)
-        clauses.append(
+        owned = (
             exists()
             .where(addresses.c.user_id == users.c.id)
             .where(addresses.c.email.like(pattern, escape=LIKE_ESCAPE))
         )
+        if user_id_bound is not None:
+            owned = owned.where(user_id_bound(addresses.c.user_id))
+        clauses.append(owned)
     return clauses
 
 

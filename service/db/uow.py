@@ -1,4 +1,4 @@
-"""A unit of work: one connection, one transaction, rolled back unless committed."""
+"""A unit of work: one connection, one transaction (or one statement in autocommit)."""
 
 from __future__ import annotations
 
@@ -24,19 +24,30 @@ class SqlUnitOfWork:
     bulk: BulkStore
     imports: ImportStore
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine | None = None) -> None:
         self._engine = engine
+        self._autocommit = autocommit  # the same pool, for units of one statement
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
+        self._one_statement = False
+
+    def for_one_statement(self) -> Self:
+        self._one_statement = True
+        return self
 
     async def __aenter__(self) -> Self:
         async with translated_errors():
-            self._connection = await self._engine.connect()
-            try:
-                self._transaction = await self._connection.begin()
-            except BaseException:
-                await self._connection.close()
-                raise
+            if self._one_statement and self._autocommit is not None:
+                # One statement is atomic and consistent by itself: in autocommit it is
+                # one round trip instead of BEGIN, the statement and COMMIT or ROLLBACK.
+                self._connection = await self._autocommit.connect()
+            else:
+                self._connection = await self._engine.connect()
+                try:
+                    self._transaction = await self._connection.begin()
+                except BaseException:
+                    await self._connection.close()
+                    raise
         self.users = UsersStore(self._connection)
         self.addresses = AddressesStore(self._connection)
         self.requests = RequestsStore(self._connection)
@@ -60,6 +71,25 @@ class SqlUnitOfWork:
             raise DatabaseUnavailableError() from exc
 
     async def commit(self) -> None:
-        assert self._transaction is not None
+        if self._transaction is None:
+            return  # one statement in autocommit: durable once it returned
         async with translated_errors():
             await self._transaction.commit()
+
+
+class SqlUnitsOfWork:
+    """The process's UnitOfWorkFactory: a new unit per call, every one on one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        # The engine's own pool, its connections in autocommit while checked out.
+        # PostgreSQL only: asyncpg switches without a round trip; MariaDB would SET the
+        # level both ways and SQLite would hop to its thread, costing more than BEGIN.
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+
+    def __call__(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._engine, self._autocommit)

@@ -7,16 +7,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db import keyset
+from service.db import keyset, stream_reads
 from service.db.errors import is_unique_violation
 from service.db.tables import addresses, users
 from service.domain.errors import EmailTakenError
-from service.domain.listing import UsersPageQuery
+from service.domain.listing import UserFilter, UsersPageQuery
 from service.domain.models import Address, NewUser, User, UserChanges, View
+from service.domain.rows import RowBatch
 
 _Row = Row[Any, Any, Any, Any, Any, Any]
 _USER_COLUMNS = (
@@ -36,6 +37,32 @@ _ADDRESS_COLUMNS = (
     addresses.c.version,
 )
 
+# Hot-path statements, built once: SQLAlchemy then finds their compiled form by a
+# memoized cache key instead of building and hashing a new select on every call.
+# One id is `id = :id`: an expanding IN is re-rendered for every execution.
+_ONE_ID = bindparam("id", type_=users.c.id.type)
+_MANY_IDS = bindparam("ids", type_=users.c.id.type, expanding=True)
+_BASIC_ONE = select(*_USER_COLUMNS).where(users.c.id == _ONE_ID)
+_BASIC_MANY = select(*_USER_COLUMNS).where(users.c.id.in_(_MANY_IDS))
+# FULL in one statement: each user once per address (or once with NULL address
+# columns), ordered so that a user's addresses arrive together and by id.
+_OWNED_COLUMNS = (
+    addresses.c.id.label("address_id"),
+    addresses.c.email.label("address_email"),
+    addresses.c.create_time.label("address_create_time"),
+    addresses.c.update_time.label("address_update_time"),
+    addresses.c.version.label("address_version"),
+)
+_WITH_ADDRESSES = (
+    select(*_USER_COLUMNS, *_OWNED_COLUMNS)
+    .select_from(users.outerjoin(addresses, addresses.c.user_id == users.c.id))
+    .order_by(users.c.id, addresses.c.id)
+)
+_FULL_ONE = _WITH_ADDRESSES.where(users.c.id == _ONE_ID)
+_FULL_MANY = _WITH_ADDRESSES.where(users.c.id.in_(_MANY_IDS))
+_FOR_UPDATE = select(*_USER_COLUMNS).where(users.c.id == _ONE_ID).with_for_update()
+_INSERT_USER = insert(users)
+
 
 class UsersStore:
     def __init__(self, connection: AsyncConnection) -> None:
@@ -44,14 +71,15 @@ class UsersStore:
     async def insert(self, new: NewUser, now: datetime) -> int:
         try:
             result = await self._connection.execute(
-                insert(users).values(
-                    name=new.name,
-                    email=new.email,
-                    email_domain=domain_of(new.email),
-                    create_time=now,
-                    update_time=now,
-                    version=1,
-                )
+                _INSERT_USER,
+                {
+                    "name": new.name,
+                    "email": new.email,
+                    "email_domain": domain_of(new.email),
+                    "create_time": now,
+                    "update_time": now,
+                    "version": 1,
+                },
             )
         except IntegrityError as error:
             if is_unique_violation(error):
@@ -75,29 +103,39 @@ class UsersStore:
             )
         return user_id
 
-    async def get_many(self, ids: Sequence[int], view: View) -> dict[int, User]:
-        rows = (
-            await self._connection.execute(select(*_USER_COLUMNS).where(users.c.id.in_(ids)))
-        ).all()
-        if view is View.BASIC or not rows:
-            return {row.id: user_from(row) for row in rows}
-        # One query for all addresses of all users: constant, whatever the count (no N+1).
-        owned: dict[int, list[Address]] = defaultdict(list)
-        address_rows = await self._connection.execute(
-            select(*_ADDRESS_COLUMNS)
-            .where(addresses.c.user_id.in_([row.id for row in rows]))
-            .order_by(addresses.c.user_id, addresses.c.id)
+    async def create(self, new: NewUser, now: datetime) -> User:
+        user_id = await self.insert(new, now)
+        if new.address_emails:
+            # The addresses' ids come from the database: read them back.
+            return (await self.get_many([user_id], View.FULL))[user_id]
+        # Nothing the database chose but the id: the stored row is what was sent.
+        return User(
+            id=user_id,
+            name=new.name,
+            email=new.email,
+            create_time=now,
+            update_time=now,
+            version=1,
+            addresses=(),
         )
-        for address_row in address_rows:
-            owned[address_row.user_id].append(address_from(address_row))
-        return {row.id: user_from(row, tuple(owned.get(row.id, ()))) for row in rows}
+
+    async def get_many(self, ids: Sequence[int], view: View) -> dict[int, User]:
+        # One statement whatever the count, FULL included (no N+1), so a read needs no
+        # transaction to be consistent.
+        parameters: dict[str, int | list[int]]
+        if len(ids) == 1:
+            statement = _BASIC_ONE if view is View.BASIC else _FULL_ONE
+            parameters = {"id": ids[0]}
+        else:
+            statement = _BASIC_MANY if view is View.BASIC else _FULL_MANY
+            parameters = {"ids": list(ids)}
+        rows = (await self._connection.execute(statement, parameters)).all()
+        if view is View.BASIC:
+            return {row.id: user_from(row) for row in rows}
+        return _users_with_addresses(rows)
 
     async def get_for_update(self, user_id: int) -> User | None:
-        row = (
-            await self._connection.execute(
-                select(*_USER_COLUMNS).where(users.c.id == user_id).with_for_update()
-            )
-        ).first()
+        row = (await self._connection.execute(_FOR_UPDATE, {"id": user_id})).first()
         return None if row is None else user_from(row)
 
     async def update(self, user_id: int, changes: UserChanges, now: datetime) -> None:
@@ -139,6 +177,13 @@ class UsersStore:
         owned = await self._addresses_of([row.id for row in rows])
         return [user_from(row, tuple(owned.get(row.id, ()))) for row in rows]
 
+    async def stream_rows(
+        self, user_filter: UserFilter, after_id: int, limit: int, *, with_addresses: bool
+    ) -> RowBatch:
+        return await stream_reads.read_batch(
+            self._connection, user_filter, after_id, limit, with_addresses=with_addresses
+        )
+
     async def _addresses_of(self, user_ids: Sequence[int]) -> dict[int, list[Address]]:
         """One query for the addresses of all the users: no N+1, whatever the page size."""
         owned: dict[int, list[Address]] = defaultdict(list)
@@ -166,6 +211,31 @@ def user_from(row: _Row, owned: tuple[Address, ...] | None = None) -> User:
         version=row.version,
         addresses=owned,
     )
+
+
+def _users_with_addresses(rows: Sequence[_Row]) -> dict[int, User]:
+    """Folds the user-per-address rows of _WITH_ADDRESSES (ordered by user, address)."""
+    found: dict[int, User] = {}
+    index, count = 0, len(rows)
+    while index < count:
+        row = rows[index]
+        owned: list[Address] = []
+        while index < count and rows[index].id == row.id:
+            joined = rows[index]
+            if joined.address_id is not None:
+                owned.append(
+                    Address(
+                        id=joined.address_id,
+                        user_id=row.id,
+                        email=joined.address_email,
+                        create_time=joined.address_create_time,
+                        update_time=joined.address_update_time,
+                        version=joined.address_version,
+                    )
+                )
+            index += 1
+        found[row.id] = user_from(row, tuple(owned))
+    return found
 
 
 def address_from(row: _Row) -> Address:

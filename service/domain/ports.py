@@ -8,8 +8,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from service.domain.listing import UsersPageQuery
+from service.domain.listing import UserFilter, UsersPageQuery
 from service.domain.models import Address, NewUser, User, UserChanges, View
+from service.domain.rows import RowBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,11 @@ class RequestRecord:
 class UsersRepository(Protocol):
     async def insert(self, new: NewUser, now: datetime) -> int:
         """Inserts the user and its addresses; EmailTakenError if the email is taken."""
+        ...
+
+    async def create(self, new: NewUser, now: datetime) -> User:
+        """As insert, and returns the user as stored (FULL view); a single statement
+        when the user has no addresses."""
         ...
 
     async def get_many(self, ids: Sequence[int], view: View) -> dict[int, User]: ...
@@ -44,6 +50,12 @@ class UsersRepository(Protocol):
 
     async def list_page(self, query: UsersPageQuery) -> Sequence[User]:
         """Up to query.limit users after query.after, in query.ordering; addresses if FULL."""
+        ...
+
+    async def stream_rows(
+        self, user_filter: UserFilter, after_id: int, limit: int, *, with_addresses: bool
+    ) -> RowBatch:
+        """Up to `limit` matching users with id > after_id, by id, as plain rows."""
         ...
 
 
@@ -198,6 +210,11 @@ class UnitOfWork(Protocol):
 
     @property
     def imports(self) -> ImportsRepository: ...
+
+    def for_one_statement(self) -> Self:
+        """Before `async with`: the unit will send a single statement, atomic by itself,
+        so it needs no transaction (a backend may save BEGIN and COMMIT/ROLLBACK)."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 

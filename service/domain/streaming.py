@@ -1,20 +1,22 @@
 """StreamUsers: every matching user after a position, in id order, in full batches.
 
 Each batch is one keyset read (`id > last ORDER BY id LIMIT n`) in a transaction of its
-own, and the next is read only when the transport asks for it: no snapshot or
-connection is held for the stream, a slow reader slows the reading (nothing piles up),
-and a cancelled stream holds nothing to release.
+own, read at most one batch ahead of the transport: no snapshot or connection is held
+for the stream, a slow reader slows the reading (nothing piles up), and a cancelled
+stream releases what it holds at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from service.domain import validation as check
-from service.domain.listing import Cursor, Ordering, UserFilter, UsersPageQuery, check_user_filter
-from service.domain.models import User, View
+from service.domain.listing import UserFilter, check_user_filter
+from service.domain.models import View
 from service.domain.ports import UnitOfWorkFactory
+from service.domain.rows import RowBatch
 
 DEFAULT_BATCH = 500  # API.md: batch_size 0 means 500
 BATCH_MAX = 1000  # API.md: larger sizes are capped
@@ -55,24 +57,36 @@ def check_stream(request: StreamInput) -> _Stream:
     return _Stream(user_filter, request.view, request.after_id, size)
 
 
-async def stream_users(
-    new_uow: UnitOfWorkFactory, request: StreamInput
-) -> AsyncIterator[list[User]]:
-    """Batches of `batch_size` users; only the last may be short, and none is empty."""
+async def stream_users(new_uow: UnitOfWorkFactory, request: StreamInput) -> AsyncIterator[RowBatch]:
+    """Batches of `batch_size` users; only the last may be short, and none is empty.
+
+    The next batch is read while the transport sends the current one: one batch of
+    read-ahead, which hides the database round trips, and no more, so a reader that
+    stops still stops the reading.
+    """
     stream = check_stream(request)
-    last = stream.after_id
-    while True:
-        query = UsersPageQuery(
-            filter=stream.user_filter,
-            ordering=Ordering(),
-            after=Cursor(last, last) if last else None,
-            limit=stream.batch_size,
-            view=stream.view,
-        )
+    with_addresses = stream.view is View.FULL
+
+    async def read(after_id: int) -> RowBatch:
         async with new_uow() as uow:
-            batch = list(await uow.users.list_page(query))
-        if batch:
-            yield batch
-        if len(batch) < stream.batch_size:
-            return
-        last = batch[-1].id
+            return await uow.users.stream_rows(
+                stream.user_filter, after_id, stream.batch_size, with_addresses=with_addresses
+            )
+
+    pending = asyncio.ensure_future(read(stream.after_id))
+    try:
+        while True:
+            batch = await pending
+            full = len(batch.users) == stream.batch_size
+            if full:
+                pending = asyncio.ensure_future(read(batch.users[-1][0]))
+            if batch.users:
+                yield batch
+            if not full:
+                return
+    finally:
+        # A cancelled or abandoned stream: the read ahead releases its connection too.
+        pending.cancel()
+        await asyncio.wait([pending])
+        if not pending.cancelled():
+            pending.exception()  # retrieved, so asyncio does not log it as lost

@@ -62,9 +62,12 @@ async def create_user(
     new = validate_new_user(found, "", user, request_id)
     found.raise_if_any()
     if not request_id:
-        async with new_uow() as uow:
-            user_id = await uow.users.insert(new, utc_now())
-            created = await _get_full(uow, user_id)
+        uow = new_uow()
+        if not new.address_emails:
+            # Creating is then one INSERT: atomic with no transaction around it.
+            uow = uow.for_one_statement()
+        async with uow:
+            created = await uow.users.create(new, utc_now())
             await uow.commit()
             return created
     # Two passes at most: a concurrent call with the same request_id that wins the
@@ -85,9 +88,8 @@ async def create_user(
                 "CreateUser", request_id, new.fingerprint(), now, since
             ):
                 continue
-            user_id = await uow.users.insert(new, now)
-            await uow.requests.attach("CreateUser", request_id, user_id)
-            created = await _get_full(uow, user_id)
+            created = await uow.users.create(new, now)
+            await uow.requests.attach("CreateUser", request_id, created.id)
             await uow.commit()
             return created
     raise RuntimeError("request_id claim did not settle after a retry")
@@ -97,7 +99,7 @@ async def get_user(new_uow: UnitOfWorkFactory, user_id: int, view: View) -> User
     found = check.Violations()
     check.check_id(found, "id", user_id)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow().for_one_statement() as uow:
         users = await uow.users.get_many([user_id], view)
     if user_id not in users:
         raise UserNotFoundError(user_id)
@@ -111,7 +113,7 @@ async def batch_get_users(new_uow: UnitOfWorkFactory, ids: Sequence[int], view: 
         for index, user_id in enumerate(ids):
             check.check_id(found, f"ids[{index}]", user_id)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow().for_one_statement() as uow:
         users = await uow.users.get_many(list(dict.fromkeys(ids)), view)
     for user_id in ids:
         if user_id not in users:
