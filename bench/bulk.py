@@ -120,11 +120,11 @@ async def _raw_copy(dsn: str, count: int, prefix: str) -> Throughput:
 
 async def run(admin_url: str, users: int, addresses: int, *, reseed: bool) -> None:
     started = time.monotonic()
-    url = database.service_url(admin_url)
+    url = database.service_url(admin_url, large_seed.DATABASE)
     dsn = database.driver_dsn(url)
     if reseed:
-        _say(f"recreating {database.BENCH_DATABASE}; {users:,} users, {addresses:,} addresses")
-        await database.recreate(admin_url)
+        _say(f"recreating {large_seed.DATABASE}; {users:,} users, {addresses:,} addresses")
+        await database.recreate(admin_url, large_seed.DATABASE)
         await database.migrate(url)
         await large_seed.seed(url, users, addresses)
         _say(f"seeded in {time.monotonic() - started:.0f} s")

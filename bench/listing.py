@@ -150,10 +150,10 @@ async def _measure(target: str, cases: list[Case], repeats: int) -> dict[str, di
 
 async def run(admin_url: str, users: int, addresses: int, repeats: int, reseed: bool) -> None:
     started = time.monotonic()
-    url = database.service_url(admin_url)
+    url = database.service_url(admin_url, large_seed.DATABASE)
     if reseed:
-        _say(f"recreating {database.BENCH_DATABASE}; {users:,} users, {addresses:,} addresses")
-        await database.recreate(admin_url)
+        _say(f"recreating {large_seed.DATABASE}; {users:,} users, {addresses:,} addresses")
+        await database.recreate(admin_url, large_seed.DATABASE)
         await database.migrate(url)
         await large_seed.seed(url, users, addresses)
         _say(f"seeded in {time.monotonic() - started:.0f} s")
