@@ -11,7 +11,6 @@ from users.v1 import address_service_pb2_grpc as pb_grpc
 from users.v1.resources_pb2 import Address as AddressMessage
 
 from service.api import convert
-from service.api.status import maps_errors
 from service.domain import addresses
 from service.domain.listing import PageTokens
 from service.domain.ports import UnitOfWorkFactory
@@ -20,7 +19,6 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 SERVICE = "users.v1.AddressService"
 
 
-@maps_errors
 class AddressService(pb_grpc.AddressServiceServicer):
     def __init__(self, new_uow: UnitOfWorkFactory, page_tokens: PageTokens) -> None:
         self._uow = new_uow

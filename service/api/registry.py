@@ -40,7 +40,7 @@ def _handler(
         name=descriptor.name,
         writes=not descriptor.name.startswith(READ_PREFIXES),
     )
-    behaviour = _undecorated(getattr(servicer, descriptor.name))
+    behaviour = getattr(servicer, descriptor.name)
     decode = _decoder(message_factory.GetMessageClass(descriptor.input_type))
     encode = message_factory.GetMessageClass(descriptor.output_type).SerializeToString
     if descriptor.client_streaming and descriptor.server_streaming:
@@ -54,15 +54,6 @@ def _handler(
             layer.client_stream(method, behaviour), decode, encode
         )
     return grpc.unary_unary_rpc_method_handler(layer.unary(method, behaviour), decode, encode)
-
-
-def _undecorated(bound: Any) -> Any:
-    """The servicer method without status.maps_errors: the call layer maps errors itself,
-    so each call passes through one wrapper, not two."""
-    wrapped = getattr(bound, "__wrapped__", None)
-    if wrapped is None:
-        return bound
-    return wrapped.__get__(bound.__self__)
 
 
 def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:

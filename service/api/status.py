@@ -1,18 +1,15 @@
 """THE error mapping: domain errors -> gRPC status with google.rpc details.
 
-Every servicer is wrapped by `maps_errors`, so no handler holds a try/except.
-Anything not in the table becomes INTERNAL with a generic message; the traceback
-goes to the server log only. CancelledError always propagates.
+The call layer (api/calls.py) applies `status_for` to every users.v1 call, unary and
+streaming alike, so no handler holds a try/except. Anything not in the table becomes
+INTERNAL with a generic message; the traceback goes to the server log only.
+CancelledError always propagates.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
 
 # google.rpc is a namespace package that mypy resolves only through full imports.
 import google.rpc.error_details_pb2 as error_details_pb2  # noqa: PLR0402
@@ -127,46 +124,3 @@ def domain_status(error: errors.DomainError) -> grpc.Status:
 def status_for(error: Exception) -> grpc.Status:
     """The status a failed call ends with; unforeseen errors are logged here."""
     return domain_status(error) if isinstance(error, errors.DomainError) else internal_status()
-
-
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
-    status = status_for(error)
-    await context.abort(status.code, status.details, status.trailing_metadata)
-
-
-_Servicer = TypeVar("_Servicer", bound=type)
-
-
-def maps_errors(servicer: _Servicer) -> _Servicer:
-    """Class decorator: wraps every RPC method (names starting upper-case)."""
-    for name, method in list(vars(servicer).items()):
-        if name[:1].isupper() and callable(method):
-            setattr(servicer, name, _wrap(method))
-    return servicer
-
-
-def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(method):
-
-        @functools.wraps(method)
-        async def streaming(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-            try:
-                async for response in method(self, request, context):
-                    yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await abort(context, error)
-
-        return streaming
-
-    @functools.wraps(method)
-    async def unary(self: Any, request: Any, context: Any) -> Any:
-        try:
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            await abort(context, error)
-
-    return unary

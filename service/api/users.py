@@ -12,7 +12,6 @@ from users.v1 import user_service_pb2_grpc as pb_grpc
 from users.v1.resources_pb2 import User as UserMessage
 
 from service.api import convert
-from service.api.status import maps_errors
 from service.domain import bulk, imports, listing, streaming, users
 from service.domain.errors import NotImplementedYetError
 from service.domain.listing import PageTokens
@@ -23,7 +22,6 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 SERVICE = "users.v1.UserService"
 
 
-@maps_errors
 class UserService(pb_grpc.UserServiceServicer):
     def __init__(
         self,
