@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
@@ -216,25 +218,22 @@ def user_from(row: _Row, owned: tuple[Address, ...] | None = None) -> User:
 def _users_with_addresses(rows: Sequence[_Row]) -> dict[int, User]:
     """Folds the user-per-address rows of _WITH_ADDRESSES (ordered by user, address)."""
     found: dict[int, User] = {}
-    index, count = 0, len(rows)
-    while index < count:
-        row = rows[index]
-        owned: list[Address] = []
-        while index < count and rows[index].id == row.id:
-            joined = rows[index]
-            if joined.address_id is not None:
-                owned.append(
-                    Address(
-                        id=joined.address_id,
-                        user_id=row.id,
-                        email=joined.address_email,
-                        create_time=joined.address_create_time,
-                        update_time=joined.address_update_time,
-                        version=joined.address_version,
-                    )
-                )
-            index += 1
-        found[row.id] = user_from(row, tuple(owned))
+    for _, joined_rows in groupby(rows, key=attrgetter("id")):
+        group = list(joined_rows)
+        owned = tuple(
+            Address(
+                id=joined.address_id,
+                user_id=joined.id,
+                email=joined.address_email,
+                create_time=joined.address_create_time,
+                update_time=joined.address_update_time,
+                version=joined.address_version,
+            )
+            # A user without addresses is one row of NULL address columns (LEFT JOIN).
+            for joined in group
+            if joined.address_id is not None
+        )
+        found[group[0].id] = user_from(group[0], owned)
     return found
 
 
