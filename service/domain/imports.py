@@ -60,14 +60,7 @@ async def import_users(
     """Returns created_count: rows created now plus rows replayed by request_id."""
     staging = _Staging(new_uow)
     try:
-        while True:
-            try:
-                async with asyncio.timeout(idle_seconds):
-                    rows = await anext(messages, None)
-            except TimeoutError:
-                raise ImportIdleError(idle_seconds) from None
-            if rows is None:
-                break
+        while (rows := await _received(messages, idle_seconds, staging.writing)) is not None:
             await staging.add(rows)
         await staging.flush()
         return await staging.finish()
@@ -76,16 +69,60 @@ async def import_users(
         await asyncio.shield(staging.discard())
 
 
+async def _received(
+    messages: AsyncIterator[Sequence[RowInput]],
+    idle_seconds: float,
+    writing: asyncio.Task[None] | None,
+) -> Sequence[RowInput] | None:
+    """The client's next message, None after its last one.
+
+    The staging write in flight goes on meanwhile; if it fails, its error is raised at
+    once, not when the client next sends: it names an earlier row than any to come.
+    """
+    receiving = asyncio.ensure_future(anext(messages, None))
+    try:
+        try:
+            async with asyncio.timeout(idle_seconds):
+                await _arrived_or_failed(receiving, writing)
+        except TimeoutError:
+            raise ImportIdleError(idle_seconds) from None
+        if writing is not None and writing.done():
+            writing.result()
+        return receiving.result()
+    finally:
+        receiving.cancel()
+
+
+async def _arrived_or_failed(
+    receiving: asyncio.Future[Sequence[RowInput] | None], writing: asyncio.Task[None] | None
+) -> None:
+    if writing is not None:
+        await asyncio.wait((receiving, writing), return_when=asyncio.FIRST_COMPLETED)
+        if writing.done() and writing.exception() is not None:
+            return
+    await asyncio.wait((receiving,))
+
+
 class _Staging:
+    """Checks rows in chunks and writes each chunk to staging in a transaction of its own.
+
+    At most one write is in flight: while it waits on the database, the next message is
+    received and its rows checked (pure Python). Writes run in stream order, so the
+    first bad row of the stream is still the one reported.
+    """
+
     def __init__(self, new_uow: UnitOfWorkFactory) -> None:
         self._uow = new_uow
         self._import_id = uuid.uuid4().hex
-        self._opened = False
+        self._opened = False  # the imports row is committed
+        # A write began: it may have committed even if it was cancelled since.
+        self._began = False
         self._next_index = 0  # stream position of the next row to arrive
         self._buffer: list[RowInput] = []
         self._buffer_start = 0
         self._replayed = 0
         self._last_write = time.monotonic()
+        self.writing: asyncio.Task[None] | None = None  # the write in flight, if any
 
     async def add(self, rows: Sequence[RowInput]) -> None:
         # Rows before an oversized message or past the limit are checked first:
@@ -115,17 +152,17 @@ class _Staging:
                     )
                 ]
             )
-        if len(self._buffer) >= CHUNK or time.monotonic() - self._last_write >= HEARTBEAT_SECONDS:
+        if self._heartbeat_due():
             await self.flush()
+        elif len(self._buffer) >= CHUNK:
+            await self._send()
 
     async def flush(self) -> None:
-        while self._buffer:
-            chunk, start = self._buffer[:CHUNK], self._buffer_start
-            del self._buffer[:CHUNK]
-            self._buffer_start += len(chunk)
-            await self._stage(chunk, start)
-        if self._opened and time.monotonic() - self._last_write >= HEARTBEAT_SECONDS:
-            await self._stage([], self._buffer_start)
+        """Stages every row received so far and waits until it is written."""
+        await self._send()
+        await self._written()
+        if self._opened and self._heartbeat_due():
+            await self._write(_checked([], self._buffer_start))
 
     async def finish(self) -> int:
         if not self._opened:
@@ -141,30 +178,63 @@ class _Staging:
         return outcome + self._replayed
 
     async def discard(self) -> None:
-        if not self._opened:
+        await self._abandon_write()
+        if not self._began:
             return
         async with self._uow() as uow:
             await uow.imports.discard(self._import_id)
             await uow.commit()
-        self._opened = False
+        self._began = False
 
-    async def _stage(self, chunk: Sequence[RowInput], start: int) -> None:
-        news, invalid = _validated(chunk, start)
-        checked = news if invalid is None else news[: invalid.offset]
-        keys = [row.request_id for row in chunk[: len(checked)]]
+    async def _send(self) -> None:
+        """Checks the buffered rows a chunk at a time and starts each chunk's write once
+        the one before has succeeded; the last write is left in flight."""
+        while self._buffer:
+            chunk, start = self._buffer[:CHUNK], self._buffer_start
+            del self._buffer[:CHUNK]
+            self._buffer_start += len(chunk)
+            checked = _checked(chunk, start)  # while the chunk before is being written
+            # Its error comes first, even over one found just now: its rows came first.
+            await self._written()
+            self._began = True
+            self.writing = asyncio.create_task(self._write(checked))
+
+    async def _written(self) -> None:
+        """Waits for the write in flight; raises its error."""
+        if self.writing is not None:
+            await self.writing
+            # Only now: if this call is cancelled while waiting, discard finds the write.
+            self.writing = None
+
+    async def _abandon_write(self) -> None:
+        writing, self.writing = self.writing, None
+        if writing is None:
+            return
+        writing.cancel()
+        # Its connection closed, its transaction rolled back, before discard deletes;
+        # its error, if any, loses to the one this call already fails with.
+        await asyncio.gather(writing, return_exceptions=True)
+
+    async def _write(self, chunk: _Checked) -> None:
         async with self._uow() as uow:
             now = utc_now()
             if not self._opened:
                 await uow.imports.open(self._import_id, now)
-            staged, replayed = await _sorted_rows(uow, self._import_id, checked, keys, start)
-            if invalid is not None:
-                raise invalid.error
+            staged, replayed = await _sorted_rows(
+                uow, self._import_id, chunk.news, chunk.keys, chunk.start
+            )
+            # Only after the rows before it: their clashes come earlier in the stream.
+            if chunk.invalid is not None:
+                raise chunk.invalid
             if not await uow.imports.stage(self._import_id, staged, now):
                 raise ImportExpiredError()
             await uow.commit()
         self._opened = True
         self._last_write = time.monotonic()
         self._replayed += replayed
+
+    def _heartbeat_due(self) -> bool:
+        return time.monotonic() - self._last_write >= HEARTBEAT_SECONDS
 
 
 async def _sorted_rows(
@@ -178,7 +248,9 @@ async def _sorted_rows(
     clashes = await uow.imports.clashes(import_id, [new.email for new in news], present)
     records = await uow.requests.find_many(METHOD, present, now - REQUEST_ID_TTL)
     remembered = {records[key].resource_id for key in present if key in records}
-    stored = await uow.users.get_many([i for i in remembered if i is not None], View.BASIC)
+    replays = [i for i in remembered if i is not None]
+    # Asked only when there are any: a round trip saved per chunk of a first attempt.
+    stored = await uow.users.get_many(replays, View.BASIC) if replays else {}
     earlier_emails = repeats(new.email for new in news)
     earlier_keys = repeats(keys)
     staged: list[StagedUser] = []
@@ -201,21 +273,25 @@ async def _sorted_rows(
 
 
 @dataclass(frozen=True, slots=True)
-class _Invalid:
-    offset: int  # within the chunk
-    error: InvalidArgumentError
+class _Checked:
+    """A chunk's rows as far as they can be checked without the database."""
+
+    start: int  # stream position of its first row
+    news: list[NewUser]  # normalised, up to its first invalid row
+    keys: list[str]  # their request_ids
+    invalid: InvalidArgumentError | None  # the first invalid row's violations
 
 
-def _validated(chunk: Sequence[RowInput], start: int) -> tuple[list[NewUser], _Invalid | None]:
+def _checked(chunk: Sequence[RowInput], start: int) -> _Checked:
+    found = check.Violations()  # one for all: checking stops at the first violation
     news: list[NewUser] = []
     for offset, row in enumerate(chunk):
-        found = check.Violations()
-        news.append(
-            validate_new_user(found, f"requests[{start + offset}].", row.user, row.request_id)
-        )
+        new = validate_new_user(found, f"requests[{start + offset}].", row.user, row.request_id)
         if found.items:
-            return news, _Invalid(offset, InvalidArgumentError(found.items))
-    return news, None
+            keys = [row.request_id for row in chunk[:offset]]
+            return _Checked(start, news, keys, InvalidArgumentError(found.items))
+        news.append(new)
+    return _Checked(start, news, [row.request_id for row in chunk], None)
 
 
 def _check_email(index: int, new: NewUser, earlier: int | None, clashes: ImportClashes) -> None:

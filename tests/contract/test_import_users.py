@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 import grpc
 import pytest
@@ -15,9 +16,11 @@ from users.v1 import resources_pb2, user_service_pb2
 
 from service import server
 from service.config import Settings
+from service.db.import_store import ImportStore
 from service.db.tables import import_rows, imports
 from service.db.tables import users as users_table
 from service.domain import imports as import_rules
+from service.domain.ports import ImportClashes, StagedUser
 from tests.rpc import UserStub, create_user, fails, failure_of, fresh_email
 
 Code = grpc.StatusCode
@@ -213,6 +216,31 @@ async def test_a_client_that_goes_away_leaves_nothing(
     await assert_nothing_stayed(running.engine, emails_of(sent))
 
 
+async def test_a_client_that_goes_away_while_a_chunk_is_written_leaves_nothing(
+    users: UserStub, running: server.RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writing = asyncio.Event()
+    stage = ImportStore.stage
+
+    async def stalled_after_the_first_chunk(
+        store: ImportStore, import_id: str, staged: Sequence[StagedUser], now: datetime
+    ) -> bool:
+        written = await stage(store, import_id, staged, now)
+        if staged and staged[0].stream_index >= 1000:
+            writing.set()
+            await asyncio.sleep(60)  # the chunk's transaction open, its rows copied
+        return written
+
+    monkeypatch.setattr(ImportStore, "stage", stalled_after_the_first_chunk)
+    sent = rows(2000)
+    call: ImportCall = users.ImportUsers(None)
+    await call.write(user_service_pb2.ImportUsersRequest(requests=sent[:1000]))
+    await call.write(user_service_pb2.ImportUsersRequest(requests=sent[1000:]))
+    await asyncio.wait_for(writing.wait(), 5)
+    call.cancel()
+    await assert_nothing_stayed(running.engine, emails_of(sent))
+
+
 async def test_a_silent_client_is_aborted_and_leaves_nothing(
     database_url: str, running: server.RunningServer
 ) -> None:
@@ -281,3 +309,41 @@ async def test_a_request_id_recorded_meanwhile_by_another_import_fails_the_end(
     assert failure.fields == ["requests[50].request_id"]
     assert failure.info is not None and failure.info.reason == "REQUEST_ID_REUSED"
     await assert_nothing_stayed(running.engine, emails_of(slow))
+
+
+async def test_a_bad_row_fails_the_call_before_the_client_sends_more(
+    users: UserStub, running: server.RunningServer
+) -> None:
+    taken = await create_user(users)
+    sent = rows(1000)
+    sent[10].user.email = taken.email
+    call: ImportCall = users.ImportUsers(None)
+    await call.write(user_service_pb2.ImportUsersRequest(requests=sent))
+    # Neither more rows nor done_writing: the failed write alone ends the call.
+    failure = await fails(asyncio.wait_for(call, 5))
+    assert failure.code == Code.ALREADY_EXISTS
+    assert failure.info is not None and failure.info.metadata["field"] == "requests[10].user.email"
+    await assert_nothing_stayed(running.engine, emails_of(sent[:10] + sent[11:]))
+
+
+async def test_a_chunks_clash_wins_over_an_invalid_row_of_the_next_chunk(
+    users: UserStub, running: server.RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clashes = ImportStore.clashes
+
+    async def slow_clashes(
+        store: ImportStore, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
+    ) -> ImportClashes:
+        # Chunk 0 still being written when chunk 1 arrives and is checked.
+        await asyncio.sleep(0.5)
+        return await clashes(store, import_id, emails, request_ids)
+
+    monkeypatch.setattr(ImportStore, "clashes", slow_clashes)
+    taken = await create_user(users)
+    sent = rows(2000)
+    sent[700].user.email = taken.email
+    sent[1200].user.email = "nope"
+    failure = await fails(send(users, sent))
+    assert failure.code == Code.ALREADY_EXISTS
+    assert failure.info is not None and failure.info.metadata["field"] == "requests[700].user.email"
+    await assert_nothing_stayed(running.engine, emails_of(sent[:700] + sent[701:]))
