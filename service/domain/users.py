@@ -100,10 +100,10 @@ async def get_user(new_uow: UnitOfWorkFactory, user_id: int, view: View) -> User
     check.check_id(found, "id", user_id)
     found.raise_if_any()
     async with new_uow().for_one_statement() as uow:
-        users = await uow.users.get_many([user_id], view)
-    if user_id not in users:
+        user = await uow.users.get_one(user_id, view)
+    if user is None:
         raise UserNotFoundError(user_id)
-    return users[user_id]
+    return user
 
 
 async def batch_get_users(new_uow: UnitOfWorkFactory, ids: Sequence[int], view: View) -> list[User]:
