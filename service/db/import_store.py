@@ -56,7 +56,11 @@ class ImportStore:
         self, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
     ) -> ImportClashes:
         # Plain reads: nothing on users is locked while the client is still sending.
-        staged = import_rows.c.import_id == import_id
+        # The id as a subquery, so PostgreSQL plans without its value: statistics taken
+        # before this import was staged say its id has no rows, and the probe of the
+        # staged emails becomes a hash of all of them, once a chunk: quadratic. Without
+        # the value, the planner counts rows per import, as in the last import analysed.
+        staged = import_rows.c.import_id == select(literal(import_id)).scalar_subquery()
         return ImportClashes(
             staged_emails=await self._present(import_rows.c.email, emails, staged),
             stored_emails=await self._present(users.c.email, emails),
@@ -73,9 +77,9 @@ class ImportStore:
         """Which of `values` the column holds, among the rows `where` picks."""
         if self._connection.dialect.name == "postgresql":
             # A chunk's thousands of values as one array parameter, joined: each is one
-            # probe of the (import_id, column) unique index, whatever plan PostgreSQL
-            # settles on for the prepared statement. (`= ANY(array)` got a generic plan
-            # that scanned every staged row of the import: quadratic in its size.)
+            # probe of the (import_id, column) unique index while PostgreSQL thinks the
+            # import large. (`= ANY(array)` got a generic plan that scanned every staged
+            # row of the import: quadratic in its size.)
             given = (
                 func.unnest(literal(list(values), ARRAY(String())))
                 .table_valued("value")

@@ -245,13 +245,17 @@ async def _sorted_rows(
         return [], 0
     now = utc_now()
     present = [key for key in keys if key]
-    clashes = await uow.imports.clashes(import_id, [new.email for new in news], present)
+    emails = [new.email for new in news]
+    clashes = await uow.imports.clashes(import_id, emails, present)
+    earlier_emails = repeats(emails)
+    if not (present or earlier_emails or clashes.staged_emails or clashes.stored_emails):
+        # Most chunks: no request_id and no email taken, so every row is staged as it is.
+        return [StagedUser(start + offset, new, "") for offset, new in enumerate(news)], 0
     records = await uow.requests.find_many(METHOD, present, now - REQUEST_ID_TTL)
     remembered = {records[key].resource_id for key in present if key in records}
     replays = [i for i in remembered if i is not None]
     # Asked only when there are any: a round trip saved per chunk of a first attempt.
     stored = await uow.users.get_many(replays, View.BASIC) if replays else {}
-    earlier_emails = repeats(new.email for new in news)
     earlier_keys = repeats(keys)
     staged: list[StagedUser] = []
     replayed = 0
