@@ -48,9 +48,14 @@ test: $(BIN)/.installed node_modules/.installed
 	bash scripts/test-databases.sh
 	$(BIN)/pytest -q
 
+# Every suite, one after another (about 15 minutes): the unary table against raw asyncpg,
+# the ceiling against a bare grpc.aio server (issue 7), listing and bulk at a million users.
 bench: $(BIN)/.installed
 	bash scripts/test-databases.sh
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --suite unary
+	$(BIN)/python -m bench --suite ceiling
+	$(BIN)/python -m bench --suite listing
+	$(BIN)/python -m bench --suite bulk
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache users.db

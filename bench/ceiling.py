@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -23,10 +25,12 @@ from bench.cpu import tree_cpu_seconds, wait_idle
 from bench.measurement import REPO, BenchError, Measurement, Operation, measure_in_child
 from bench.report import Environment, load_average
 from bench.server_process import ServerProcess, free_port
+from service.api.auth import digest_of
 
 CEILING_DATABASE = "users_bench_ceiling"
 ADDRESSES_EACH = 2
 CONCURRENCY = 64
+BENCH_TOKEN = "ceiling-bench-token"  # a read token: GetUser is all the auth row calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,7 @@ class BareServer:
 
 
 async def _load(
-    target: str, operation: Operation, view: str, users: int, args: Args
+    target: str, operation: Operation, view: str, users: int, args: Args, *, token: str = ""
 ) -> Measurement:
     if args.wait_idle > 0:
         await asyncio.to_thread(wait_idle, args.wait_idle)
@@ -126,16 +130,23 @@ async def _load(
             f"--concurrency={CONCURRENCY}",
             f"--warmup={args.warmup}",
             f"--duration={args.duration}",
+            f"--token={token}",
         ],
     )
 
 
 async def _service(
-    url: str, operation: Operation, view: str, users: int, args: Args, *flags: str
+    url: str,
+    operation: Operation,
+    view: str,
+    users: int,
+    args: Args,
+    *flags: str,
+    token: str = "",
 ) -> Run:
     async with ServerProcess(url, flags) as server:
         cpu = server.cpu_seconds()
-        measured = await _load(server.target, operation, view, users, args)
+        measured = await _load(server.target, operation, view, users, args, token=token)
         return Run(measured, server.cpu_seconds() - cpu)
 
 
@@ -187,6 +198,13 @@ async def run(admin_url: str, users: int, warmup: float, duration: float, idle: 
     observed = await _service(
         url, get, "basic", users, args, f"--metrics-port={free_port()}", "--log-format=json"
     )
+    _say("GetUser: the service with auth on (a tokens file, a bearer token a call)")
+    with tempfile.TemporaryDirectory() as folder:
+        tokens = Path(folder, "tokens")
+        await asyncio.to_thread(tokens.write_text, f"read {digest_of(BENCH_TOKEN)}\n")
+        authed = await _service(
+            url, get, "basic", users, args, f"--auth-tokens-file={tokens}", token=BENCH_TOKEN
+        )
     _say("CreateUser: bare server, then the service")
     bare_create = await _bare(dsn, create, users, args)
     created = await _service(url, create, "basic", users, args)
@@ -198,6 +216,7 @@ async def run(admin_url: str, users: int, warmup: float, duration: float, idle: 
         Row("CreateUser x64", created, "bare CreateUser", bare_create, 0.8),
         Row("GetUser BASIC x64, --workers 2", two_workers, "service, 1 worker", one_worker, 1.6),
         Row("GetUser BASIC x64, metrics + JSON logs", observed, bare, bare_get, 0.9, 1.5),
+        Row("GetUser BASIC x64, auth on", authed, bare, bare_get, 0.9, 1.5),
     ]
     print(_render(environment, rows, users, args))
     _say(f"done in {time.monotonic() - started:.0f} s")

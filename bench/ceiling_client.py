@@ -30,12 +30,14 @@ def _caller(
     operation: Operation,
     view: resources_pb2.UserView.ValueType,
     max_id: int,
+    token: str,
 ) -> Callable[[int], Coroutine[Any, Any, None]]:
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     if operation is Operation.GET_USER:
 
         async def get_user(_worker: int) -> None:
             request = user_service_pb2.GetUserRequest(id=random.randint(1, max_id), view=view)
-            await stub.GetUser(request, timeout=CALL_TIMEOUT_SECONDS)
+            await stub.GetUser(request, timeout=CALL_TIMEOUT_SECONDS, metadata=metadata)
 
         return get_user
 
@@ -47,18 +49,22 @@ def _caller(
             name="Bench User", email=f"ceiling-{tag}-{next(serial)}@bench.example.com"
         )
         request = user_service_pb2.CreateUserRequest(user=user)
-        await stub.CreateUser(request, timeout=CALL_TIMEOUT_SECONDS)
+        await stub.CreateUser(request, timeout=CALL_TIMEOUT_SECONDS, metadata=metadata)
 
     return create_user
 
 
 async def _run(
-    target: str, shape: LoadShape, view: resources_pb2.UserView.ValueType, max_id: int
+    target: str,
+    shape: LoadShape,
+    view: resources_pb2.UserView.ValueType,
+    max_id: int,
+    token: str,
 ) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         await channel.channel_ready()
         stub = user_service_pb2_grpc.UserServiceStub(channel)
-        measured = await run_closed_loop(_caller(stub, shape.operation, view, max_id), shape)
+        measured = await run_closed_loop(_caller(stub, shape.operation, view, max_id, token), shape)
     print(measured.to_json(), flush=True)
 
 
@@ -71,9 +77,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--warmup", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--token", default="", help="sent as `authorization: Bearer <token>`")
     args = parser.parse_args()
     shape = LoadShape(args.operation, args.concurrency, args.warmup, args.duration)
-    run_event_loop(_run(args.target, shape, VIEWS[args.view], args.max_id))
+    run_event_loop(_run(args.target, shape, VIEWS[args.view], args.max_id, args.token))
 
 
 if __name__ == "__main__":
