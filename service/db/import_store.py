@@ -6,10 +6,12 @@ import take their locks in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -38,7 +40,7 @@ from service.db.tables import (
 from service.db.tables import request_ids as request_id_records
 from service.db.types import UtcDateTime
 from service.db.users_store import domain_of
-from service.domain.ports import ImportClashes, StagedClash, StagedUser
+from service.domain.ports import ImportClashes, StagedClash, StagedRepeatError, StagedUser
 
 _CREATED = ("create_time", "update_time", "version")
 
@@ -52,29 +54,31 @@ class ImportStore:
             insert(imports).values(import_id=import_id, create_time=now, heartbeat_time=now)
         )
 
+    async def taken_emails(self, emails: Sequence[str]) -> set[str]:
+        # A plain read: nothing on users is locked while the client is still sending.
+        return await self._present(users.c.email, emails)
+
     async def clashes(
         self, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
     ) -> ImportClashes:
-        # Plain reads: nothing on users is locked while the client is still sending.
-        # The id as a subquery, so PostgreSQL plans without its value: statistics taken
-        # before this import was staged say its id has no rows, and the probe of the
-        # staged emails becomes a hash of all of them, once a chunk: quadratic. Without
-        # the value, the planner counts rows per import, as in the last import analysed.
+        # Asked only for a chunk that failed, to name its first bad row. The id as a
+        # subquery, so PostgreSQL plans without its value: statistics taken before this
+        # import was staged say its id has no rows, and the probe of the staged emails
+        # becomes a hash of all of them. Without the value, the planner counts rows per
+        # import, as in the last import analysed.
         staged = import_rows.c.import_id == select(literal(import_id)).scalar_subquery()
         return ImportClashes(
             staged_emails=await self._present(import_rows.c.email, emails, staged),
-            stored_emails=await self._present(users.c.email, emails),
-            staged_request_ids=(
-                await self._present(import_rows.c.request_id, request_ids, staged)
-                if request_ids
-                else set()
-            ),
+            stored_emails=await self.taken_emails(emails),
+            staged_request_ids=await self._present(import_rows.c.request_id, request_ids, staged),
         )
 
     async def _present(
         self, column: Column[str], values: Sequence[str], *where: ColumnElement[bool]
     ) -> set[str]:
         """Which of `values` the column holds, among the rows `where` picks."""
+        if not values:
+            return set()
         if self._connection.dialect.name == "postgresql":
             # A chunk's thousands of values as one array parameter, joined: each is one
             # probe of the (import_id, column) unique index while PostgreSQL thinks the
@@ -111,7 +115,8 @@ class ImportStore:
             for row in rows
             for index, email in enumerate(row.user.address_emails)
         ]
-        await self._write(import_rows, staged)
+        async with _repeats_reported():
+            await self._write(import_rows, staged)
         await self._write(import_addresses, owned)
         return True
 
@@ -296,3 +301,18 @@ class ImportStore:
                 )
             )
         return min(clashes, key=lambda clash: clash.stream_index, default=None)
+
+
+@asynccontextmanager
+async def _repeats_reported() -> AsyncIterator[None]:
+    """A unique violation on import_rows becomes StagedRepeatError: the caller checks
+    its rows only against users, and lets uq_import_rows_import_id_email and
+    uq_import_rows_import_id_request_id catch a row that repeats an earlier one."""
+    try:
+        yield
+    except IntegrityError as error:
+        if not is_unique_violation(error):
+            raise
+        raise StagedRepeatError() from error
+    except asyncpg.UniqueViolationError as error:  # COPY: asyncpg's own, not wrapped
+        raise StagedRepeatError() from error

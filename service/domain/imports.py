@@ -22,12 +22,14 @@ from datetime import timedelta
 from service.domain import validation as check
 from service.domain.bulk import RowInput, check_replay, repeats, row_field
 from service.domain.errors import (
+    AlreadyExistsError,
     DomainError,
     EmailTakenError,
     FieldViolation,
     ImportExpiredError,
     ImportIdleError,
     InvalidArgumentError,
+    NotFoundError,
     RequestIdReusedError,
     UserNotFoundError,
 )
@@ -35,6 +37,7 @@ from service.domain.models import NewUser, View, utc_now
 from service.domain.ports import (
     ImportClashes,
     StagedClash,
+    StagedRepeatError,
     StagedUser,
     UnitOfWork,
     UnitOfWorkFactory,
@@ -216,38 +219,65 @@ class _Staging:
         await asyncio.gather(writing, return_exceptions=True)
 
     async def _write(self, chunk: _Checked) -> None:
+        # The chunk is checked against stored users, not against the rows earlier chunks
+        # staged: PostgreSQL plans that probe of import_rows badly whenever its statistics
+        # are stale, hashing every staged row once a chunk (quadratic). The unique
+        # constraints of import_rows catch a repeat instead, and only a chunk that fails
+        # pays for the full check, which names the row a check before staging would have.
+        try:
+            replayed = await self._stage(chunk)
+        except (InvalidArgumentError, NotFoundError, AlreadyExistsError, StagedRepeatError):
+            # A repeat of a staged row may come before the error found.
+            await self._raise_first_bad_row(chunk)
+            raise
+        if replayed is None:
+            raise ImportExpiredError()
+        self._opened = True
+        self._last_write = time.monotonic()
+        self._replayed += replayed
+
+    async def _stage(self, chunk: _Checked) -> int | None:
+        """Stages the chunk; how many of its rows were replayed, None if it was purged."""
         async with self._uow() as uow:
             now = utc_now()
             if not self._opened:
                 await uow.imports.open(self._import_id, now)
-            staged, replayed = await _sorted_rows(
-                uow, self._import_id, chunk.news, chunk.keys, chunk.start
+            stored = await uow.imports.taken_emails(chunk.emails)
+            clashes = ImportClashes(
+                staged_emails=set(), stored_emails=stored, staged_request_ids=set()
             )
+            staged, replayed = await _sorted_rows(uow, chunk, clashes)
             # Only after the rows before it: their clashes come earlier in the stream.
             if chunk.invalid is not None:
                 raise chunk.invalid
             if not await uow.imports.stage(self._import_id, staged, now):
-                raise ImportExpiredError()
+                return None
             await uow.commit()
-        self._opened = True
-        self._last_write = time.monotonic()
-        self._replayed += replayed
+        return replayed
+
+    async def _raise_first_bad_row(self, chunk: _Checked) -> None:
+        """Checks the chunk against what earlier chunks staged too, in a transaction of
+        its own: the failed one may be unusable (PostgreSQL) and was rolled back."""
+        async with self._uow() as uow:
+            clashes = await uow.imports.clashes(self._import_id, chunk.emails, chunk.request_ids)
+            await _sorted_rows(uow, chunk, clashes)
+        if chunk.invalid is not None:
+            raise chunk.invalid
 
     def _heartbeat_due(self) -> bool:
         return time.monotonic() - self._last_write >= HEARTBEAT_SECONDS
 
 
 async def _sorted_rows(
-    uow: UnitOfWork, import_id: str, news: Sequence[NewUser], keys: Sequence[str], start: int
+    uow: UnitOfWork, chunk: _Checked, clashes: ImportClashes
 ) -> tuple[list[StagedUser], int]:
     """The rows to stage and how many were replayed; raises at the first bad row."""
+    news, keys, start = chunk.news, chunk.keys, chunk.start
     if not news:
         return [], 0
     now = utc_now()
-    present = [key for key in keys if key]
-    emails = [new.email for new in news]
-    clashes = await uow.imports.clashes(import_id, emails, present)
-    earlier_emails = repeats(emails)
+    present = chunk.request_ids
+    earlier_emails = repeats(chunk.emails)
     if not (present or earlier_emails or clashes.staged_emails or clashes.stored_emails):
         # Most chunks: no request_id and no email taken, so every row is staged as it is.
         return [StagedUser(start + offset, new, "") for offset, new in enumerate(news)], 0
@@ -284,6 +314,14 @@ class _Checked:
     news: list[NewUser]  # normalised, up to its first invalid row
     keys: list[str]  # their request_ids
     invalid: InvalidArgumentError | None  # the first invalid row's violations
+
+    @property
+    def emails(self) -> list[str]:
+        return [new.email for new in self.news]
+
+    @property
+    def request_ids(self) -> list[str]:
+        return [key for key in self.keys if key]
 
 
 def _checked(chunk: Sequence[RowInput], start: int) -> _Checked:

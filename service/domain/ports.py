@@ -159,17 +159,31 @@ class StagedClash:
     request_id: str  # set when the request_id clashed rather than the email
 
 
+class StagedRepeatError(Exception):
+    """ImportsRepository.stage: a row repeats the email or request_id of a row the import
+    staged before. Nothing of the rows stays once the transaction is rolled back."""
+
+
 class ImportsRepository(Protocol):
     """Staging for ImportUsers; each method runs inside the caller's transaction."""
 
     async def open(self, import_id: str, now: datetime) -> None: ...
 
+    async def taken_emails(self, emails: Sequence[str]) -> set[str]:
+        """Which of `emails` stored users hold."""
+        ...
+
     async def clashes(
         self, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
-    ) -> ImportClashes: ...
+    ) -> ImportClashes:
+        """Which of the values the import staged already, and which emails are stored."""
+        ...
 
     async def stage(self, import_id: str, rows: Sequence[StagedUser], now: datetime) -> bool:
-        """Adds rows and marks the import alive; False if the import was purged meanwhile."""
+        """Adds rows and marks the import alive; False if the import was purged meanwhile.
+
+        Raises StagedRepeatError when a row repeats one staged before; the transaction
+        is then unusable on PostgreSQL and must be rolled back."""
         ...
 
     async def promote(

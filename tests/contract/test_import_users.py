@@ -347,3 +347,53 @@ async def test_a_chunks_clash_wins_over_an_invalid_row_of_the_next_chunk(
     assert failure.code == Code.ALREADY_EXISTS
     assert failure.info is not None and failure.info.metadata["field"] == "requests[700].user.email"
     await assert_nothing_stayed(running.engine, emails_of(sent[:700] + sent[701:]))
+
+
+async def test_a_repeat_of_a_row_staged_chunks_before_is_named_before_later_problems(
+    users: UserStub, running: server.RunningServer
+) -> None:
+    taken = await create_user(users)
+    sent = rows(4000, rid=True)
+    sent[3500].user.email = sent[20].user.email
+    sent[3600].user.email = taken.email
+    sent[3700].user.email = "nope"
+    failure = await fails(send(users, sent))
+    assert failure.code == Code.ALREADY_EXISTS
+    assert (
+        failure.info is not None and failure.info.metadata["field"] == "requests[3500].user.email"
+    )
+    assert "an earlier row of this import" in failure.message
+    sent = rows(4000)  # the repeat alone: only the unique constraint sees it
+    sent[3900].user.email = sent[100].user.email
+    failure = await fails(send(users, sent))
+    assert failure.code == Code.ALREADY_EXISTS
+    assert (
+        failure.info is not None and failure.info.metadata["field"] == "requests[3900].user.email"
+    )
+    sent = rows(4000, rid=True)
+    sent[3100].user.email = taken.email
+    sent[3050].request_id = sent[7].request_id
+    failure = await fails(send(users, sent))
+    assert failure.code == Code.INVALID_ARGUMENT
+    assert failure.fields == ["requests[3050].request_id"]
+    await assert_nothing_stayed(running.engine, emails_of(sent[:3100] + sent[3101:]))
+
+
+async def test_a_clean_import_never_probes_what_it_staged(
+    users: UserStub, running: server.RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probed: list[int] = []
+    clashes = ImportStore.clashes
+
+    async def counted_clashes(
+        store: ImportStore, import_id: str, emails: Sequence[str], request_ids: Sequence[str]
+    ) -> ImportClashes:
+        probed.append(len(emails))
+        return await clashes(store, import_id, emails, request_ids)
+
+    monkeypatch.setattr(ImportStore, "clashes", counted_clashes)
+    sent = rows(3000, rid=True)
+    assert (await send(users, sent)).created_count == 3000
+    # A retry replays every row: still nothing to probe in import_rows.
+    assert (await send(users, sent)).created_count == 3000
+    assert probed == []
