@@ -25,7 +25,7 @@ from service.api.users import UserService
 from service.config import Settings
 from service.db import server_keys
 from service.db.engine import create_engine
-from service.db.migrate import upgrade
+from service.db.migrate import upgrade_if_behind
 from service.db.uow import SqlUnitsOfWork
 from service.domain import housekeeping
 from service.domain.errors import DomainError
@@ -94,7 +94,7 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
     endpoint: MetricsEndpoint | None = None
     try:
         if migrate:
-            await upgrade(engine)
+            await upgrade_if_behind(engine)
         page_tokens = PageTokenCodec(await _page_token_key(settings, engine))
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None

@@ -19,7 +19,7 @@ from prometheus_client import multiprocess
 
 from service.config import Settings
 from service.db.engine import create_engine
-from service.db.migrate import upgrade
+from service.db.migrate import upgrade_if_behind
 from service.metrics import MULTIPROCESS_DIR, multiprocess_registry
 from service.server import StartupError, authenticator, metrics_endpoint, tls_credentials
 
@@ -156,7 +156,7 @@ async def supervise(settings: Settings, argv: Sequence[str]) -> int:
     tls_credentials(settings)
     engine = create_engine(settings.database_url)
     try:
-        await upgrade(engine)
+        await upgrade_if_behind(engine)
     finally:
         await engine.dispose()
     reserved = reserve_port(settings.host, settings.port)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,6 +44,30 @@ async def test_migrations_go_down_and_up_again(backend: str, tmp_path: Path) -> 
             assert not TABLES & await table_names(engine)
             await migrate.upgrade(engine)
             assert await table_names(engine) >= TABLES
+        finally:
+            await engine.dispose()
+
+
+def test_head_names_alembics_newest_revision() -> None:
+    # `serve` skips Alembic when the database is at HEAD: a stale HEAD would skip a migration.
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    assert scripts.get_current_head() == migrate.HEAD
+
+
+async def test_upgrade_if_behind_migrates_a_new_database_and_then_finds_nothing_to_do(
+    backend: str, tmp_path: Path
+) -> None:
+    async with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            assert await migrate.stored_revision(engine) is None
+            await migrate.upgrade_if_behind(engine)
+            assert await migrate.stored_revision(engine) == migrate.HEAD
+            assert await table_names(engine) >= TABLES
+            await migrate.downgrade(engine, "0002")
+            assert await migrate.stored_revision(engine) == "0002"
+            await migrate.upgrade_if_behind(engine)
+            assert await migrate.stored_revision(engine) == migrate.HEAD
         finally:
             await engine.dispose()
 
