@@ -47,34 +47,37 @@ def list_users_input_of(request: user_service_pb2.ListUsersRequest) -> ListUsers
     )
 
 
-def timestamp_of(moment: datetime) -> Timestamp:
-    # Cheaper than Timestamp.FromDatetime, which this sits on the hot path of.
-    return Timestamp(seconds=int(moment.timestamp()), nanos=moment.microsecond * 1000)
+def set_time(field: Timestamp, moment: datetime) -> None:
+    # Filled in place, on every response's path: building a Timestamp and copying it in
+    # costs about twice as much, Timestamp.FromDatetime more still.
+    field.seconds = int(moment.timestamp())
+    field.nanos = moment.microsecond * 1000
 
 
 def user_to_proto(user: User) -> pb.User:
-    message = pb.User(
-        id=user.id,
-        name=user.name,
-        email=user.email,
-        create_time=timestamp_of(user.create_time),
-        update_time=timestamp_of(user.update_time),
-        etag=user.etag,
-    )
+    message = pb.User(id=user.id, name=user.name, email=user.email, etag=user.etag)
+    set_time(message.create_time, user.create_time)
+    set_time(message.update_time, user.update_time)
     if user.addresses:
-        message.addresses.extend(address_to_proto(a) for a in user.addresses)
+        add = message.addresses.add
+        for address in user.addresses:
+            _fill_address(add(), address)
     return message
 
 
 def address_to_proto(address: Address) -> pb.Address:
-    return pb.Address(
-        id=address.id,
-        user_id=address.user_id,
-        email=address.email,
-        create_time=timestamp_of(address.create_time),
-        update_time=timestamp_of(address.update_time),
-        etag=address.etag,
-    )
+    message = pb.Address()
+    _fill_address(message, address)
+    return message
+
+
+def _fill_address(message: pb.Address, address: Address) -> None:
+    message.id = address.id
+    message.user_id = address.user_id
+    message.email = address.email
+    message.etag = address.etag
+    set_time(message.create_time, address.create_time)
+    set_time(message.update_time, address.update_time)
 
 
 def stream_response_of(batch: RowBatch) -> user_service_pb2.StreamUsersResponse:
