@@ -12,7 +12,7 @@ from bench import bulk, ceiling, database, listing
 from bench.baseline import Mode, measure_driver, pool_size_for
 from bench.cpu import CpuWindow, wait_idle
 from bench.load import measure_service
-from bench.measurement import BenchError, LoadShape, Operation, run_event_loop
+from bench.measurement import BenchError, LoadShape, Operation, run_event_loop, say
 from bench.report import Environment, RowResult, render
 from bench.server_process import ServerProcess
 
@@ -98,16 +98,12 @@ async def _settle(limit_seconds: float) -> None:
     if limit_seconds > 0:
         waited = await asyncio.to_thread(wait_idle, limit_seconds)
         if waited >= limit_seconds:
-            _say(f"the machine stayed busy for {waited:.0f} s; measuring anyway")
-
-
-def _say(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+            say(f"the machine stayed busy for {waited:.0f} s; measuring anyway")
 
 
 async def _row(url: str, shape: LoadShape, users: int, wait_idle: float) -> RowResult:
     label = f"{shape.operation} x{shape.concurrency}"
-    _say(f"{label}: service")
+    say(f"{label}: service")
     async with ServerProcess(url) as server:
         await _settle(wait_idle)
         server_cpu = server.cpu_seconds()
@@ -116,11 +112,11 @@ async def _row(url: str, shape: LoadShape, users: int, wait_idle: float) -> RowR
         server_cpu = server.cpu_seconds() - server_cpu
     # The server is stopped before the baselines, so it takes no CPU from them.
     dsn = database.driver_dsn(url)
-    _say(f"{label}: raw asyncpg (pool of {pool_size_for(shape.concurrency)})")
+    say(f"{label}: raw asyncpg (pool of {pool_size_for(shape.concurrency)})")
     await _settle(wait_idle)
     with CpuWindow(database.BENCH_DATABASE) as raw_cpu:
         raw = await measure_driver(dsn, shape, users, Mode.QUERY)
-    _say(f"{label}: asyncpg replaying the service's statements")
+    say(f"{label}: asyncpg replaying the service's statements")
     await _settle(wait_idle)
     with CpuWindow(database.BENCH_DATABASE) as replay_cpu:
         replay = await measure_driver(dsn, shape, users, Mode.REPLAY)
@@ -144,7 +140,7 @@ async def _bench(args: argparse.Namespace) -> None:
     admin_url: str = args.database_url
     url = database.service_url(admin_url)
     users: int = args.users
-    _say(f"recreating {database.BENCH_DATABASE}, migrating, seeding {users:,} users")
+    say(f"recreating {database.BENCH_DATABASE}, migrating, seeding {users:,} users")
     await database.recreate(admin_url)
     await database.migrate(url)
     await database.seed(url, users)
@@ -160,7 +156,7 @@ async def _bench(args: argparse.Namespace) -> None:
         "a fresh server per row; load generator and baselines each in their own process."
     )
     print(render(environment, rows, setup))
-    _say(f"done in {time.monotonic() - started:.0f} s")
+    say(f"done in {time.monotonic() - started:.0f} s")
 
 
 async def _suite(args: argparse.Namespace) -> None:
@@ -189,7 +185,7 @@ def main() -> None:
     try:
         run_event_loop(_suite(_parser().parse_args()))
     except BenchError as error:
-        _say(f"error: {error}")
+        say(f"error: {error}")
         sys.exit(1)
 
 

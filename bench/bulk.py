@@ -23,7 +23,7 @@ import psutil  # type: ignore[import-untyped]
 from bench import database, large_seed
 from bench.bulk_client import import_email
 from bench.ceiling import BareServer
-from bench.measurement import REPO, BenchError
+from bench.measurement import REPO, BenchError, say
 from bench.report import Environment, load_average
 from bench.server_process import RssSampler, ServerProcess
 
@@ -41,10 +41,6 @@ class Throughput:
     @property
     def per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
-
-
-def _say(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 async def _client(target: str, *flags: str) -> Throughput:
@@ -121,36 +117,27 @@ async def _raw_copy(dsn: str, count: int, prefix: str) -> Throughput:
 
 async def run(admin_url: str, users: int, addresses: int, *, reseed: bool) -> None:
     started = time.monotonic()
-    url = database.service_url(admin_url, large_seed.DATABASE)
+    url = await large_seed.prepare(admin_url, users, addresses, reseed=reseed)
     dsn = database.driver_dsn(url)
-    if reseed:
-        _say(f"recreating {large_seed.DATABASE}; {users:,} users, {addresses:,} addresses")
-        await database.recreate(admin_url, large_seed.DATABASE)
-        await database.migrate(url)
-        await large_seed.seed(url, users, addresses)
-        _say(f"seeded in {time.monotonic() - started:.0f} s")
-    else:
-        # Rows an earlier run loaded go, so every run streams the same million.
-        await large_seed.trim(url, users)
     environment = Environment.detect(await database.describe_server(url))
-    _say("raw asyncpg keyset read")
+    say("raw asyncpg keyset read")
     await _raw_stream(dsn, STREAM_BATCH)  # warms the cache as the service's run will find it
     raw_stream = await _raw_stream(dsn, STREAM_BATCH)
     tag = f"{int(time.time())}-"
     async with ServerProcess(url) as server:
         await asyncio.sleep(1.0)
         idle = _rss(server.pid)
-        _say("StreamUsers BASIC")
+        say("StreamUsers BASIC")
         basic, basic_peak = await _watched(
             server.pid, server.target, "stream", "--view=basic", f"--batch-size={STREAM_BATCH}"
         )
-        _say("StreamUsers FULL")
+        say("StreamUsers FULL")
         full, full_peak = await _watched(
             server.pid, server.target, "stream", "--view=full", f"--batch-size={STREAM_BATCH}"
         )
-        _say(f"ImportUsers of {users:,}")
+        say(f"ImportUsers of {users:,}")
         imported = await _client(server.target, "import", f"--count={users}", f"--prefix=svc{tag}")
-        _say(f"BatchCreateUsers of {BATCH_CREATE_SIZE} x{BATCH_CREATE_REPEATS}")
+        say(f"BatchCreateUsers of {BATCH_CREATE_SIZE} x{BATCH_CREATE_REPEATS}")
         batch = await _client(
             server.target,
             "batch",
@@ -161,11 +148,11 @@ async def run(admin_url: str, users: int, addresses: int, *, reseed: bool) -> No
     # The same stream from the bare grpc.aio server (bench/bare_server.py: asyncpg rows
     # straight into messages, nothing else): what Python gRPC itself reaches here.
     async with BareServer(dsn) as bare:
-        _say("StreamUsers BASIC on the bare grpc.aio server")
+        say("StreamUsers BASIC on the bare grpc.aio server")
         bare_stream = await _client(
             bare.target, "stream", "--view=basic", f"--batch-size={STREAM_BATCH}"
         )
-    _say(f"raw asyncpg copy_records_to_table of {users:,}")
+    say(f"raw asyncpg copy_records_to_table of {users:,}")
     raw_copy = await _raw_copy(dsn, users, f"raw{tag}")
     lines = [
         f"- Machine: {environment.cpu}, {environment.cores} cores, "
@@ -198,4 +185,4 @@ async def run(admin_url: str, users: int, addresses: int, *, reseed: bool) -> No
     if basic.rows != users or full.rows != users:
         lines.append(f"\nProblem: streams returned {basic.rows:,} / {full.rows:,} rows")
     print("\n".join(lines))
-    _say(f"done in {time.monotonic() - started:.0f} s")
+    say(f"done in {time.monotonic() - started:.0f} s")

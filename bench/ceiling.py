@@ -22,7 +22,7 @@ from users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from bench import database
 from bench.cpu import tree_cpu_seconds, wait_idle
-from bench.measurement import REPO, BenchError, Measurement, Operation, measure_in_child
+from bench.measurement import REPO, BenchError, Measurement, Operation, measure_in_child, say
 from bench.report import Environment, load_average
 from bench.server_process import ServerProcess, free_port
 from service.api.auth import digest_of
@@ -181,7 +181,7 @@ async def run(admin_url: str, users: int, warmup: float, duration: float, idle: 
     args = Args(warmup, duration, idle)
     url = database.service_url(admin_url, CEILING_DATABASE)
     dsn = database.driver_dsn(url)
-    _say(f"recreating {CEILING_DATABASE}, seeding {users:,} users, {ADDRESSES_EACH} addresses each")
+    say(f"recreating {CEILING_DATABASE}, seeding {users:,} users, {ADDRESSES_EACH} addresses each")
     await database.recreate(admin_url, CEILING_DATABASE)
     await database.migrate(url)
     await database.seed(url, users)
@@ -189,23 +189,23 @@ async def run(admin_url: str, users: int, warmup: float, duration: float, idle: 
     environment = Environment.detect(await database.describe_server(url))
     get, create = Operation.GET_USER, Operation.CREATE_USER
 
-    _say("GetUser: bare server, then the service (1 worker, BASIC and FULL)")
+    say("GetUser: bare server, then the service (1 worker, BASIC and FULL)")
     bare_get = await _bare(dsn, get, users, args)
     one_worker = await _service(url, get, "basic", users, args)
     full = await _service(url, get, "full", users, args)
-    _say("GetUser: the service with --workers 2; with metrics and JSON logs")
+    say("GetUser: the service with --workers 2; with metrics and JSON logs")
     two_workers = await _service(url, get, "basic", users, args, "--workers=2")
     observed = await _service(
         url, get, "basic", users, args, f"--metrics-port={free_port()}", "--log-format=json"
     )
-    _say("GetUser: the service with auth on (a tokens file, a bearer token a call)")
+    say("GetUser: the service with auth on (a tokens file, a bearer token a call)")
     with tempfile.TemporaryDirectory() as folder:
         tokens = Path(folder, "tokens")
         await asyncio.to_thread(tokens.write_text, f"read {digest_of(BENCH_TOKEN)}\n")
         authed = await _service(
             url, get, "basic", users, args, f"--auth-tokens-file={tokens}", token=BENCH_TOKEN
         )
-    _say("CreateUser: bare server, then the service")
+    say("CreateUser: bare server, then the service")
     bare_create = await _bare(dsn, create, users, args)
     created = await _service(url, create, "basic", users, args)
 
@@ -219,7 +219,7 @@ async def run(admin_url: str, users: int, warmup: float, duration: float, idle: 
         Row("GetUser BASIC x64, auth on", authed, bare, bare_get, 0.9, 1.5),
     ]
     print(_render(environment, rows, users, args))
-    _say(f"done in {time.monotonic() - started:.0f} s")
+    say(f"done in {time.monotonic() - started:.0f} s")
 
 
 def _render(env: Environment, rows: list[Row], users: int, args: Args) -> str:
@@ -255,7 +255,3 @@ def _render(env: Environment, rows: list[Row], users: int, args: Args) -> str:
     bare_cpu = rows[0].baseline.cpu_ms_per_call()
     lines.append(f"\nBare server CPU per GetUser: {bare_cpu:.3f} ms.")
     return "\n".join(lines)
-
-
-def _say(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)

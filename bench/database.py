@@ -60,6 +60,10 @@ def seed_rows(count: int, now: datetime) -> Iterator[SeedRow]:
         yield (user_id, f"Seeded User {user_id}", f"user{user_id}@{domain}", domain, now, now, 1)
 
 
+# The columns a seed COPYs into users, ids included (the sequence is moved past them).
+USER_COLUMNS = ("id", "name", "email", "email_domain", "create_time", "update_time", "version")
+
+
 async def seed(url: str, count: int) -> None:
     """`count` users by COPY, then the id sequence moved past them and statistics fresh."""
     connection = await asyncpg.connect(driver_dsn(url))
@@ -67,15 +71,7 @@ async def seed(url: str, count: int) -> None:
         await connection.copy_records_to_table(
             "users",
             records=seed_rows(count, datetime.now(UTC)),
-            columns=(
-                "id",
-                "name",
-                "email",
-                "email_domain",
-                "create_time",
-                "update_time",
-                "version",
-            ),
+            columns=USER_COLUMNS,
         )
         await connection.execute(
             "SELECT setval(pg_get_serial_sequence('users', 'id'), $1, $2)",

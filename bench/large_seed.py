@@ -9,12 +9,15 @@ provider holds most users), and two addresses a user on average.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from bench import database
 from bench.database import driver_dsn
+from bench.measurement import say
 
 FIRST = [
     "Ada",
@@ -164,15 +167,7 @@ async def seed(url: str, users: int, addresses: int) -> None:
         await connection.copy_records_to_table(
             "users",
             records=user_records(users),
-            columns=(
-                "id",
-                "name",
-                "email",
-                "email_domain",
-                "create_time",
-                "update_time",
-                "version",
-            ),
+            columns=database.USER_COLUMNS,
         )
         await connection.copy_records_to_table(
             "addresses",
@@ -201,3 +196,21 @@ async def trim(url: str, users: int) -> None:
         await connection.execute("VACUUM (ANALYZE) users")
     finally:
         await connection.close()
+
+
+async def prepare(admin_url: str, users: int, addresses: int, *, reseed: bool) -> str:
+    """The large database ready for a suite (listing, bulk), and its service URL: seeded
+    anew, or the earlier seed migrated and trimmed back to it (`--reuse-seed`)."""
+    started = time.monotonic()
+    url = database.service_url(admin_url, DATABASE)
+    if reseed:
+        say(f"recreating {DATABASE}; {users:,} users, {addresses:,} addresses")
+        await database.recreate(admin_url, DATABASE)
+        await database.migrate(url)
+        await seed(url, users, addresses)
+        say(f"seeded in {time.monotonic() - started:.0f} s")
+    else:
+        await database.migrate(url)
+        # Rows an earlier run loaded go, so every run reads the same million.
+        await trim(url, users)
+    return url

@@ -21,7 +21,7 @@ import asyncpg
 
 from bench import database, large_seed
 from bench.ceiling import BareServer
-from bench.measurement import REPO, BenchError, percentile
+from bench.measurement import REPO, BenchError, percentile, say
 from bench.report import Environment, load_average
 from bench.server_process import ServerProcess
 from service.api.page_tokens import PageTokenCodec
@@ -50,10 +50,6 @@ _SQL_KEYS = {
 class Case:
     name: str
     requests: list[dict[str, Any]]
-
-
-def _say(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 def _where(user_filter: UserFilter) -> str:
@@ -151,16 +147,7 @@ async def _measure(target: str, cases: list[Case], repeats: int) -> dict[str, di
 
 async def run(admin_url: str, users: int, addresses: int, repeats: int, reseed: bool) -> None:
     started = time.monotonic()
-    url = database.service_url(admin_url, large_seed.DATABASE)
-    if reseed:
-        _say(f"recreating {large_seed.DATABASE}; {users:,} users, {addresses:,} addresses")
-        await database.recreate(admin_url, large_seed.DATABASE)
-        await database.migrate(url)
-        await large_seed.seed(url, users, addresses)
-        _say(f"seeded in {time.monotonic() - started:.0f} s")
-    else:
-        await database.migrate(url)
-        await large_seed.trim(url, users)
+    url = await large_seed.prepare(admin_url, users, addresses, reseed=reseed)
     chance = random.Random(7)
     connection = await asyncpg.connect(database.driver_dsn(url))
     try:
@@ -174,16 +161,16 @@ async def run(admin_url: str, users: int, addresses: int, repeats: int, reseed: 
     finally:
         await connection.close()
     environment = Environment.detect(await database.describe_server(url))
-    _say("minting page-10,000 tokens")
+    say("minting page-10,000 tokens")
     cases = await _cases(url, emails)
     os.environ["PAGE_TOKEN_KEY"] = TOKEN_KEY
     async with ServerProcess(url) as server:
-        _say(f"{len(cases)} cases, {repeats} calls each")
+        say(f"{len(cases)} cases, {repeats} calls each")
         measured = await _measure(server.target, cases, repeats)
     # The email lookup once more on the bare grpc.aio server: the same SELECT as the raw
     # baseline behind one gRPC call, i.e. what any Python gRPC service pays at least.
     async with BareServer(database.driver_dsn(url)) as bare:
-        _say("email lookup on the bare grpc.aio server")
+        say("email lookup on the bare grpc.aio server")
         bare_ms = (await _measure(bare.target, cases[:1], repeats * 4))[cases[0].name]["p50_ms"]
     raw_ms = await _raw_email_ms(url, emails, repeats * 4)
     print(
@@ -197,7 +184,7 @@ async def run(admin_url: str, users: int, addresses: int, repeats: int, reseed: 
             repeats=repeats,
         )
     )
-    _say(f"done in {time.monotonic() - started:.0f} s")
+    say(f"done in {time.monotonic() - started:.0f} s")
 
 
 def _render(

@@ -145,3 +145,8 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
+
+
+def say(message: str) -> None:
+    """Progress for the person running the bench, on stderr (the tables go to stdout)."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)

@@ -22,8 +22,10 @@ _PG_UNAVAILABLE_CLASSES = ("08", "53", "57P", "40001", "40P01")
 _MYSQL_UNAVAILABLE = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 
 
-def is_unique_violation(error: sa_exc.IntegrityError) -> bool:
-    orig = error.orig
+def is_unique_violation(error: BaseException) -> bool:
+    """A SQLAlchemy IntegrityError for a unique key, or asyncpg's own error where the
+    driver is used directly (COPY)."""
+    orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     errno = _mysql_errno(orig)
     if errno is not None:
         return errno == _MYSQL_DUPLICATE_ENTRY

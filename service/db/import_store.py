@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -310,9 +309,7 @@ async def _repeats_reported() -> AsyncIterator[None]:
     uq_import_rows_import_id_request_id catch a row that repeats an earlier one."""
     try:
         yield
-    except IntegrityError as error:
-        if not is_unique_violation(error):
-            raise
-        raise StagedRepeatError() from error
-    except asyncpg.UniqueViolationError as error:  # COPY: asyncpg's own, not wrapped
-        raise StagedRepeatError() from error
+    except Exception as error:  # SQLAlchemy's IntegrityError, or asyncpg's own from COPY
+        if is_unique_violation(error):
+            raise StagedRepeatError() from error
+        raise

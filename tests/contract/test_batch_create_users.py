@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import grpc
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.server import RunningServer
 from tests.rpc import UserStub, create_user, fails, fresh_email
+from tests.statements import recorded_statements
 
 Code = grpc.StatusCode
 
@@ -34,21 +30,6 @@ def row(
 
 def batch(*rows: user_service_pb2.CreateUserRequest) -> user_service_pb2.BatchCreateUsersRequest:
     return user_service_pb2.BatchCreateUsersRequest(requests=rows)
-
-
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Every SQL statement the server's engine sends while the block runs."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(str(args[2]))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def assert_free(users: UserStub, *emails: str) -> None:
@@ -75,12 +56,12 @@ async def test_a_thousand_users_take_a_few_multi_row_statements(
     users: UserStub, running: RunningServer
 ) -> None:
     rows = [row(addresses=(f"a{i}@x.io",)) for i in range(1000)]
-    with statements(running.engine) as seen:
+    with recorded_statements(running.engine) as seen:
         response = await users.BatchCreateUsers(batch(*rows))
     assert [u.email for u in response.users] == [r.user.email for r in rows]
     assert len({u.id for u in response.users}) == 1000
     assert all(len(u.addresses) == 1 for u in response.users)
-    inserts = [s for s in seen if s.lstrip().upper().startswith("INSERT")]
+    inserts = [s.statement for s in seen if s.statement.lstrip().upper().startswith("INSERT")]
     assert 2 <= len(inserts) <= 6, inserts[:8]
 
 

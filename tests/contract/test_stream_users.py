@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from users.v1 import resources_pb2, user_service_pb2
@@ -19,6 +18,7 @@ from service.db.engine import create_engine
 from service.server import RunningServer
 from tests.rpc import UserStub, fails, fresh_email
 from tests.seeding import Seeded, seed_users, unseed
+from tests.statements import recorded_statements
 
 Code = grpc.StatusCode
 Request = user_service_pb2.StreamUsersRequest
@@ -59,21 +59,9 @@ def checked_out(engine: AsyncEngine) -> int:
     return pool.checkedout()
 
 
-@contextmanager
-def user_reads(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The SELECTs on users the server's engine runs while the block runs."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        statement = str(args[2])
-        if statement.lstrip().upper().startswith("SELECT") and "FROM users" in statement:
-            seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+def is_user_read(statement: str) -> bool:
+    """A SELECT on users: one a keyset batch of the stream."""
+    return statement.lstrip().upper().startswith("SELECT") and "FROM users" in statement
 
 
 async def test_every_user_after_id_in_full_batches_by_id(users: UserStub, seeded: Seeded) -> None:
@@ -178,7 +166,7 @@ async def test_a_paused_reader_stops_the_reading_and_holds_no_connection(
     ) as channel:
         stub = UserStub(channel)
         request = Request(email_domain=seeded.domain, after_id=seeded.first_id - 1, batch_size=100)
-        with user_reads(running.engine) as reads:
+        with recorded_statements(running.engine, keep=is_user_read) as reads:
             call = stub.StreamUsers(request)
             received = await read_ids(call, 1)
             await asyncio.sleep(0.8)

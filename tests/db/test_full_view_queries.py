@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.server import RunningServer
 from tests.paging import fresh_domain, seed_users
 from tests.rpc import UserStub
+from tests.statements import recorded_statements
 
 FULL = resources_pb2.USER_VIEW_FULL
 SIZES = (1, 50, 200)
 T = TypeVar("T")
-
-
-@contextmanager
-def recorded_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Every statement the server's engine sends to the database meanwhile."""
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def counted(engine: AsyncEngine, call: Awaitable[T]) -> tuple[int, T]:

@@ -8,12 +8,10 @@ TEST_BACKENDS says: these indexes exist there only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import create_engine
@@ -22,6 +20,7 @@ from service.db.uow import SqlUnitOfWork
 from service.domain.listing import Cursor, Ordering, SortField, UserFilter, UsersPageQuery
 from service.domain.models import User, View
 from tests.backends import fresh_database
+from tests.statements import recorded_statements
 
 USERS = 20_000
 DOMAINS = 50
@@ -73,25 +72,11 @@ async def seeded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Asyn
             await engine.dispose()
 
 
-@contextmanager
-def captured(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 async def page_plan(
     engine: AsyncEngine, query: UsersPageQuery, explain: str = "EXPLAIN"
 ) -> tuple[str, list[User]]:
     """The plan PostgreSQL makes for the very statement that got the page, and its rows."""
-    with captured(engine) as sent:
+    with recorded_statements(engine) as sent:
         async with SqlUnitOfWork(engine) as uow:
             rows = list(await uow.users.list_page(query))
     (statement, parameters), *_rest = sent
