@@ -3,6 +3,13 @@
 Every users.v1 method runs inside exactly one of the three wrappers below (unary,
 server-streaming, client-streaming); health and reflection do not, so they stay open.
 The error table itself lives in api/status.py; this layer only applies it.
+
+A finished call is never touched. grpc releases its core call once the handler's task
+ends, and `peer()` (among others) reads through that pointer: read after the call was
+cancelled it is a use-after-free that kills the process (grpc/grpc#29927). So what the
+log line needs is read when the call starts, a server stream is a coroutine that writes
+through the context (never an async generator, whose cleanup grpc leaves to the garbage
+collector after the call is gone), and the wrapper ends before grpc does.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # untyped core module
 
 from service.api import status
 from service.domain.errors import MalformedRequestError, ServerDrainingError
@@ -25,6 +33,7 @@ log = logging.getLogger("users.calls")
 Ctx = grpc.aio.ServicerContext[Any, Any]
 UnaryHandler = Callable[[Any, Ctx], Awaitable[Any]]
 StreamHandler = Callable[[Any, Ctx], AsyncGenerator[Any, None]]
+StreamCall = Callable[[Any, Ctx], Awaitable[None]]
 OK = grpc.StatusCode.OK
 QUIET_SECONDS = 0.2
 
@@ -111,6 +120,7 @@ class CallLayer:
         async def call(request: Any, context: Ctx) -> Any:
             started = time.perf_counter()
             code = OK
+            peer = _peer(context)
             observe.started()
             self._in_flight += 1
             try:
@@ -124,11 +134,11 @@ class CallLayer:
                 raise
             except Exception as error:
                 failed = status.status_for(error)
-                code = failed.code
-                await context.abort(failed.code, failed.details, failed.trailing_metadata)
+                code = _failed_code(context, failed)
+                await _fail(context, failed)
             finally:
                 self._ended()
-                _finish(observe, method, code, started, context)
+                _finish(observe, method, code, started, peer)
 
         return call
 
@@ -138,13 +148,16 @@ class CallLayer:
 
         return self.unary(method, checked)
 
-    def server_stream(self, method: Method, handler: StreamHandler) -> StreamHandler:
+    def server_stream(self, method: Method, handler: StreamHandler) -> StreamCall:
+        """The handler's messages written through the context by one coroutine, so the
+        handler is closed (its cursor released) inside the call, cancelled or not."""
         observe = self._observer(method)
         streams = self._streams
 
-        async def call(request: Any, context: Ctx) -> AsyncGenerator[Any, None]:
+        async def call(request: Any, context: Ctx) -> None:
             started = time.perf_counter()
             code = OK
+            peer = _peer(context)
             observe.started()
             self._in_flight += 1
             task = asyncio.current_task()
@@ -157,7 +170,7 @@ class CallLayer:
                     stream.inside = True
                     async for response in responses:
                         stream.inside = False
-                        yield response
+                        await context.write(response)
                         if self._draining:
                             raise ServerDrainingError()
                         stream.inside = True
@@ -167,23 +180,19 @@ class CallLayer:
                     code = _cancelled_code(context)
                     raise
                 failed = status.status_for(ServerDrainingError())
-                code = failed.code
-                await context.abort(failed.code, failed.details, failed.trailing_metadata)
-            except GeneratorExit:
-                # grpc closes the generator when the call ended while a message was written.
-                code = _cancelled_code(context)
-                raise
+                code = _failed_code(context, failed)
+                await _fail(context, failed)
             except grpc.aio.AbortError:
                 code = _aborted_code(context)
                 raise
             except Exception as error:
                 failed = status.status_for(error)
-                code = failed.code
-                await context.abort(failed.code, failed.details, failed.trailing_metadata)
+                code = _failed_code(context, failed)
+                await _fail(context, failed)
             finally:
                 streams.discard(stream)
                 self._ended()
-                _finish(observe, method, code, started, context)
+                _finish(observe, method, code, started, peer)
 
         return call
 
@@ -212,6 +221,34 @@ async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
+async def _fail(context: Ctx, failed: grpc.Status) -> None:
+    """Ends the call with `failed` (grpc's AbortError propagates), unless the client is
+    gone: then nothing is sent and the call ends quietly."""
+    if _deadline_passed(context):
+        # grpc core has cancelled the call already: a status sent now would fail there
+        # and be logged as an error. CancelledError is how a handler says "gone".
+        raise asyncio.CancelledError
+    with contextlib.suppress(cygrpc.ExecuteBatchError):
+        # The client left while the status was sent; grpc then ends the call through
+        # the AbortError that abort() recorded before sending.
+        await context.abort(failed.code, failed.details, failed.trailing_metadata)
+
+
+def _failed_code(context: Ctx, failed: grpc.Status) -> grpc.StatusCode:
+    return grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else failed.code
+
+
+def _deadline_passed(context: Ctx) -> bool:
+    # Reads the deadline grpc copied into the call's state, not the core call.
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+def _peer(context: Ctx) -> str:
+    # Read while the call is alive (see the module docstring), and only when it is logged.
+    return context.peer() if log.isEnabledFor(logging.INFO) else ""
+
+
 def _aborted_code(context: Ctx) -> grpc.StatusCode:
     # A handler that called context.abort itself (none should).
     code = context.code()
@@ -220,20 +257,18 @@ def _aborted_code(context: Ctx) -> grpc.StatusCode:
 
 def _cancelled_code(context: Ctx) -> grpc.StatusCode:
     # grpc cancels the handler both when the client goes away and at the deadline.
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if _deadline_passed(context):
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
 
 
 def _finish(
-    observe: MethodMetrics, method: Method, code: grpc.StatusCode, started: float, context: Ctx
+    observe: MethodMetrics, method: Method, code: grpc.StatusCode, started: float, peer: str
 ) -> None:
     seconds = time.perf_counter() - started
     observe.finished(code, seconds)
     if log.isEnabledFor(logging.INFO):
         milliseconds = round(seconds * 1000, 3)
-        peer = context.peer()
         log.info(
             "%s %s %.3f ms peer=%s",
             method.path,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import itertools
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -122,3 +124,36 @@ async def test_calls_after_the_drain_began_are_refused_with_unavailable(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await echo(b"hi", timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("stop", ["cancel", "deadline"])
+async def test_a_stream_the_client_left_is_closed_inside_the_call(
+    fake: tuple[FakeServer, grpc.aio.Channel], caplog: pytest.LogCaptureFixture, stop: str
+) -> None:
+    # The access log line at INFO, as the server ships: once, reading the peer of a call
+    # that had ended crashed the process (issue 11).
+    caplog.set_level(logging.INFO, logger="users.calls")
+    server, channel = fake
+    sends = channel.unary_stream(f"/{SERVICE}/Sends", identity, identity)
+    for _ in range(20):
+        call = sends(b"", timeout=0.05 if stop == "deadline" else 10)
+        if stop == "cancel":
+            async for _message in call:
+                break
+            call.cancel()
+        else:
+            with pytest.raises(grpc.aio.AioRpcError):
+                async for _message in call:
+                    pass
+    # Closed by the call itself, not later by the garbage collector: nothing is left open.
+    async with asyncio.timeout(5):
+        while server.layer.in_flight or len(server.closed) < 20:
+            await asyncio.sleep(0.01)
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert server.closed == ["sends"] * 20
+    ended = [r for r in caplog.records if r.name == "users.calls"]
+    assert len(ended) == 20
+    expected = "CANCELLED" if stop == "cancel" else "DEADLINE_EXCEEDED"
+    assert {r.__dict__["code"] for r in ended} == {expected}
+    assert all(r.__dict__["peer"].startswith("ipv4:127.0.0.1:") for r in ended)
