@@ -132,6 +132,10 @@ class CallLayer:
             except grpc.aio.AbortError:
                 code = _aborted_code(context)
                 raise
+            except cygrpc.ExecuteBatchError:
+                # A read or write on a call the client has left (grpc did not cancel us yet).
+                code = _cancelled_code(context)
+                raise asyncio.CancelledError from None
             except Exception as error:
                 failed = status.status_for(error)
                 code = _failed_code(context, failed)
@@ -185,6 +189,10 @@ class CallLayer:
             except grpc.aio.AbortError:
                 code = _aborted_code(context)
                 raise
+            except cygrpc.ExecuteBatchError:
+                # A read or write on a call the client has left (grpc did not cancel us yet).
+                code = _cancelled_code(context)
+                raise asyncio.CancelledError from None
             except Exception as error:
                 failed = status.status_for(error)
                 code = _failed_code(context, failed)

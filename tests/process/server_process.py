@@ -28,7 +28,9 @@ def free_port() -> int:
 
 
 def service_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service", *args]
+    # The fault handler prints the Python stack of a crash in C code, which otherwise
+    # ends the process with no trace at all.
+    return [sys.executable, "-X", "faulthandler", "-m", "service", *args]
 
 
 def service_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -52,9 +54,14 @@ def health_status(target: str, service: str = "") -> str | None:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
+# What the fault handler writes when the process dies in C code (SIGSEGV, SIGABRT...).
+FAULT_DUMP = "Fatal Python error"
+
+
 class ServerProcess:
     """`python -m service serve ARGS` in `workdir`; `with` waits until it is healthy and
-    kills it if a test left it running."""
+    kills it if a test left it running. Leaving the `with` fails the test if the server
+    died on its own or wrote a fault dump, whatever the test was about."""
 
     def __init__(
         self,
@@ -71,6 +78,7 @@ class ServerProcess:
         self._stderr_path = workdir / f"server-{port}-{time.monotonic_ns()}.stderr"
         self._stderr: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._signalled = False
 
     @property
     def pid(self) -> int:
@@ -80,6 +88,9 @@ class ServerProcess:
     @property
     def stderr(self) -> str:
         return self._stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         self._stderr = self._stderr_path.open("wb")
@@ -106,6 +117,7 @@ class ServerProcess:
     def terminate(self, timeout: float, signum: int = signal.SIGTERM) -> int:
         """Sends `signum`, then the exit code; fails if the process outlives `timeout` seconds."""
         assert self._process is not None
+        self._signalled = True
         self._process.send_signal(signum)
         try:
             return self._process.wait(timeout)
@@ -129,7 +141,19 @@ class ServerProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        died = self._process is not None and not self._signalled and not self.alive()
         self._kill()
+        if exc is None or died:
+            # A server that died explains whatever failed in the test: it is the error.
+            self.check_not_crashed(died)
+
+    def check_not_crashed(self, died: bool = False) -> None:
+        assert self._process is not None
+        if died:
+            code = self._process.returncode
+            raise AssertionError(f"the server died on its own (exit {code}):\n{self.stderr}")
+        if FAULT_DUMP in self.stderr:
+            raise AssertionError(f"the server wrote a fault dump:\n{self.stderr}")
 
     def _kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
