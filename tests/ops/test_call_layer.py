@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import itertools
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -147,7 +147,7 @@ async def test_a_stream_the_client_left_is_closed_inside_the_call(
                     pass
     # Closed by the call itself, not later by the garbage collector: nothing is left open.
     async with asyncio.timeout(5):
-        while server.layer.in_flight or len(server.closed) < 20:
+        while server.layer.in_flight or len(server.closed) < 20:  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.01)
     gc.collect()
     await asyncio.sleep(0.1)
