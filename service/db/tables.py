@@ -15,7 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from service.db.types import Id, UtcDateTime, sortable_text, text_column
+from service.db.types import Id, UtcDateTime, exact_text, sortable_text, text_column
 
 metadata = MetaData()
 
@@ -28,7 +28,7 @@ users = Table(
     # Stored lower-cased, so this unique index is the case-insensitive one API.md asks for.
     Column("email", sortable_text(120), nullable=False),
     # The part after "@", kept so the email_domain filter can use an index.
-    Column("email_domain", text_column(120), nullable=False),
+    Column("email_domain", exact_text(120), nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
     Column("update_time", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),
@@ -52,7 +52,8 @@ addresses = Table(
         ForeignKey("users.id", name="fk_addresses_user_id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("email", text_column(120), nullable=False),
+    # address_email_contains searches it; unique per user means the same code points.
+    Column("email", exact_text(120), nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
     Column("update_time", UtcDateTime(), nullable=False),
     Column("version", Integer, nullable=False),

@@ -13,8 +13,10 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def text_column(length: int) -> TypeEngine[str]:
-    # MariaDB's default collations are case- and accent-insensitive and pad spaces;
-    # emails are stored lower-cased, so a binary collation makes "unique" mean equal.
+    # MariaDB's default collations are case- and accent-insensitive; emails are stored
+    # lower-cased, so a binary collation makes "unique" mean equal. utf8mb4_bin still pads
+    # spaces, harmless for values validation keeps spaces out of; columns a filter
+    # compares with client text are exact_text instead.
     return String(length).with_variant(
         mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
     )
@@ -37,6 +39,18 @@ def sortable_text(length: int) -> TypeEngine[str]:
         .with_variant(
             mysql.VARCHAR(length, charset="utf8mb4", collation=MARIADB_BYTEWISE), "mysql", "mariadb"
         )
+    )
+
+
+def exact_text(length: int) -> TypeEngine[str]:
+    """Text a list filter compares with client text: equal means the same code points.
+
+    API.md: filters fold case (the stored values are lower-cased) and nothing else.
+    MariaDB's utf8mb4_bin is PAD SPACE and would call "x.com" and "x.com " equal; its
+    nopad twin orders the same and pads nothing. Migration 0004 sets these.
+    """
+    return String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation=MARIADB_BYTEWISE), "mysql", "mariadb"
     )
 
 
