@@ -32,6 +32,9 @@ class Settings:
     page_token_key: str = ""
     # ImportUsers aborts a client silent for this long (API.md: 60 s); IMPORT_IDLE_SECONDS.
     import_idle_seconds: float = 60.0
+    # Calls in flight beyond this are refused with UNAVAILABLE; 0 derives it from the
+    # database pool and the cores (server.admission_limit).
+    max_in_flight: int = 0
 
 
 def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -90,6 +93,13 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         help="PEM CA certificates: require client certificates signed by them, mTLS "
         "(TLS_CLIENT_CA_FILE)",
     )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=_int(env, "MAX_IN_FLIGHT", 0),
+        help="calls in flight beyond this are refused at once with UNAVAILABLE and a retry "
+        "delay; 0 (default) derives it from the database pool and the cores (MAX_IN_FLIGHT)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -119,6 +129,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         worker=getattr(args, "worker", False),
         page_token_key=env.get("PAGE_TOKEN_KEY", ""),
         import_idle_seconds=_float(env, "IMPORT_IDLE_SECONDS", 60.0),
+        max_in_flight=max(0, getattr(args, "max_in_flight", 0)),
     )
 
 

@@ -24,7 +24,7 @@ from service.api.registry import add_servicer
 from service.api.users import UserService
 from service.config import Settings
 from service.db import server_keys
-from service.db.engine import create_engine
+from service.db.engine import create_engine, pool_capacity
 from service.db.migrate import upgrade_if_behind
 from service.db.uow import SqlUnitsOfWork
 from service.domain import housekeeping
@@ -44,6 +44,8 @@ USER_SERVICE = USER_SERVICE_DESCRIPTOR.full_name
 ADDRESS_SERVICE = ADDRESS_SERVICE_DESCRIPTOR.full_name
 # API.md: "" is liveness; each users.v1 service is readiness.
 READINESS = (USER_SERVICE, ADDRESS_SERVICE)
+# With the pool's connections, the default bound on calls in flight (admission_limit).
+IN_FLIGHT_PER_CORE = 32
 
 
 class StartupError(Exception):
@@ -98,7 +100,9 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         page_tokens = PageTokenCodec(await _page_token_key(settings, engine))
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None
-        calls = CallLayer(auth=auth, metrics=metrics)
+        calls = CallLayer(
+            auth=auth, metrics=metrics, max_in_flight=admission_limit(settings, engine)
+        )
         new_uow = SqlUnitsOfWork(engine)
         server = grpc.aio.server(options=_server_options(settings))
         add_servicer(
@@ -163,6 +167,15 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         metrics=metrics,
         metrics_endpoint=endpoint,
     )
+
+
+def admission_limit(settings: Settings, engine: AsyncEngine) -> int:
+    """--max-in-flight, or by default every pooled connection busy plus, per core, what a
+    core's share of the event loop can keep moving between database round trips: more
+    calls than that only queue for the pool past their deadlines."""
+    if settings.max_in_flight > 0:
+        return settings.max_in_flight
+    return pool_capacity(engine) + IN_FLIGHT_PER_CORE * (os.cpu_count() or 1)
 
 
 def metrics_endpoint(settings: Settings, registry: CollectorRegistry) -> MetricsEndpoint:

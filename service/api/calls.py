@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import grpc
 from grpc._cython import cygrpc  # type: ignore[attr-defined]  # untyped core module
 
 from service.api import status
-from service.domain.errors import MalformedRequestError, ServerDrainingError
+from service.domain.errors import MalformedRequestError, OverloadedError, ServerDrainingError
 
 log = logging.getLogger("users.calls")
 
@@ -86,10 +87,19 @@ class _OpenStream:
 
 class CallLayer:
     def __init__(
-        self, *, auth: Authenticator | None = None, metrics: CallMetrics | None = None
+        self,
+        *,
+        auth: Authenticator | None = None,
+        metrics: CallMetrics | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
+        """`max_in_flight`: calls beyond it are refused at once with UNAVAILABLE (API.md:
+        overloaded) instead of queueing for the database past their deadlines."""
         self.auth = auth
         self._metrics = metrics
+        self._max_in_flight = max_in_flight if max_in_flight is not None else sys.maxsize
+        # Built once: under overload, refusing must cost as little as possible.
+        self._overloaded = status.status_for(OverloadedError())
         self._draining = False
         self._streams: set[_OpenStream] = set()
         self._in_flight = 0
@@ -137,7 +147,7 @@ class CallLayer:
                 code = _cancelled_code(context)
                 raise asyncio.CancelledError from None
             except Exception as error:
-                failed = status.status_for(error)
+                failed = self._refusal_or_status(error)
                 code = _failed_code(context, failed)
                 await _fail(context, failed)
             finally:
@@ -194,7 +204,7 @@ class CallLayer:
                 code = _cancelled_code(context)
                 raise asyncio.CancelledError from None
             except Exception as error:
-                failed = status.status_for(error)
+                failed = self._refusal_or_status(error)
                 code = _failed_code(context, failed)
                 await _fail(context, failed)
             finally:
@@ -211,10 +221,18 @@ class CallLayer:
         if self._draining:
             self._last_refused = time.monotonic()
             raise ServerDrainingError()
+        if self._in_flight > self._max_in_flight:
+            raise OverloadedError()
+        if _deadline_passed(context):
+            # Queued in grpc or the event loop past its deadline: no database work for it.
+            raise asyncio.CancelledError
         if self.auth is not None:
             self.auth.check(context.invocation_metadata(), method.path, method.writes)
         if isinstance(request, Undecodable):
             raise MalformedRequestError(request.message_type)
+
+    def _refusal_or_status(self, error: Exception) -> grpc.Status:
+        return self._overloaded if type(error) is OverloadedError else status.status_for(error)
 
     def _observer(self, method: Method) -> MethodMetrics:
         if self._metrics is None:

@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 SUPPORTED_DRIVERS = {
     "postgresql+asyncpg": "PostgreSQL",
@@ -89,6 +89,14 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     elif url.get_backend_name() == "postgresql":
         event.listen(engine.sync_engine, "checkout", _replace_if_closed)
     return engine
+
+
+def pool_capacity(engine: AsyncEngine) -> int:
+    """How many connections the pool lends at most (its size plus its overflow)."""
+    pool = engine.sync_engine.pool
+    if isinstance(pool, QueuePool):
+        return pool.size() + max(0, pool._max_overflow)  # QueuePool has no public getter
+    return 1
 
 
 def _replace_if_closed(

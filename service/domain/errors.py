@@ -259,6 +259,16 @@ class ServerDrainingError(UnavailableError):
         )
 
 
+class OverloadedError(UnavailableError):
+    reason = "OVERLOADED"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this server has as many calls in flight as it can finish in time; retry after "
+            "the RetryInfo delay, or on another replica"
+        )
+
+
 class AuthenticationError(DomainError):
     reason = "UNAUTHENTICATED"
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -23,8 +24,8 @@ def identity(data: bytes) -> bytes:
 
 
 class FakeServer:
-    def __init__(self) -> None:
-        self.layer = CallLayer()
+    def __init__(self, max_in_flight: int | None = None) -> None:
+        self.layer = CallLayer(max_in_flight=max_in_flight)
         self.closed: list[str] = []
 
     async def waits_for_changes(self, request: bytes, context: Ctx) -> AsyncGenerator[bytes, None]:
@@ -69,8 +70,10 @@ class FakeServer:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeServer, grpc.aio.Channel]]:
-    fake = FakeServer()
+async def fake(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[FakeServer, grpc.aio.Channel]]:
+    fake = FakeServer(max_in_flight=getattr(request, "param", None))
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((fake.handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -157,3 +160,31 @@ async def test_a_stream_the_client_left_is_closed_inside_the_call(
     expected = "CANCELLED" if stop == "cancel" else "DEADLINE_EXCEEDED"
     assert {r.__dict__["code"] for r in ended} == {expected}
     assert all(r.__dict__["peer"].startswith("ipv4:127.0.0.1:") for r in ended)
+
+
+@pytest.mark.parametrize("fake", [2], indirect=True)
+async def test_calls_past_the_in_flight_bound_are_refused_at_once_with_retry_info(
+    fake: tuple[FakeServer, grpc.aio.Channel],
+) -> None:
+    server, channel = fake
+    waits = channel.unary_stream(f"/{SERVICE}/Waits", identity, identity)
+    echo = channel.unary_unary(f"/{SERVICE}/Echo", identity, identity)
+    held = [waits(b"", timeout=10)]
+    assert await held[0].read() == b"first"
+    assert await echo(b"second", timeout=5) == b"second"  # 2 in flight: within the bound
+    held.append(waits(b"", timeout=10))
+    assert await held[1].read() == b"first"
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await echo(b"third", timeout=5)
+    assert time.monotonic() - started < 1
+    failure = failure_of(refused.value)
+    assert failure.code == grpc.StatusCode.UNAVAILABLE, failure.message
+    assert failure.info is not None and failure.info.reason == "OVERLOADED"
+    assert failure.retry is not None and failure.retry.retry_delay.seconds >= 1
+    for call in held:
+        call.cancel()
+    async with asyncio.timeout(5):
+        while server.layer.in_flight:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.01)
+    assert await echo(b"again", timeout=5) == b"again"
