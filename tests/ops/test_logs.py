@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from service import server
 from service.api.auth import digest_of
 from service.config import Settings
 from service.domain import users as users_use_cases
-from service.logs import JsonFormatter
+from service.logs import GRPC_CORE_LOGGER, ClientGoneFilter, JsonFormatter
 from tests.process.server_process import ServerProcess, free_port, sqlite_url
 from tests.rpc import UserStub, create_user, fails
 
@@ -135,3 +136,27 @@ def test_json_formatter_puts_the_traceback_in_its_own_field() -> None:
     line = json.loads(stream.getvalue())
     assert line["message"] == "unexpected error, incident abc"
     assert "ValueError: kaput" in line["traceback"]
+
+
+def test_grpc_reporting_a_reply_to_a_client_gone_is_one_info_line_without_traceback() -> None:
+    # What grpc logs (with logger.exception) when the status of a call whose client left
+    # cannot be sent: an ordinary event, not an error with a stack.
+    try:
+        raise RuntimeError("Failed execute_batch")
+    except RuntimeError:
+        record = logging.LogRecord(
+            GRPC_CORE_LOGGER,
+            logging.ERROR,
+            __file__,
+            1,
+            "ExecuteBatchError raised in core by servicer method [/users.v1.UserService/GetUser]",
+            None,
+            sys.exc_info(),
+        )
+    assert ClientGoneFilter().filter(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage() == (
+        "a call ended before its reply could be sent (/users.v1.UserService/GetUser)"
+    )
+    other = logging.LogRecord(GRPC_CORE_LOGGER, logging.ERROR, __file__, 1, "boom", None, None)
+    assert ClientGoneFilter().filter(other) and other.levelno == logging.ERROR

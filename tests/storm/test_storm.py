@@ -232,6 +232,8 @@ async def test_no_client_can_take_the_server_down(storm_database: str, tmp_path:
         assert server.alive(), f"the server died during the storm:\n{server.stderr}"
         assert "Fatal Python error" not in server.stderr, server.stderr
         assert "Traceback" not in server.stderr, server.stderr
+        errors = [line for line in server.stderr.splitlines() if " ERROR " in line]
+        assert errors == [], "\n".join(errors[:20])
         assert sum(summary(outs)[0].values()) >= CLIENTS * CALLS_PER_CLIENT, table
         assert surprises == [], table
         assert health_status(server.target) == "SERVING"
