@@ -34,6 +34,7 @@ from service.health import SERVICE_NAME as HEALTH_SERVICE
 from service.health import Health
 from service.metrics import Metrics, MetricsEndpoint, serve_metrics
 from service.readiness import ReadinessProbe
+from service.startup import StoppedError, prepare_database, stop_event
 from service.tls import TlsFilesError, server_credentials
 
 log = logging.getLogger("users.server")
@@ -240,17 +241,26 @@ async def _page_token_key(settings: Settings, engine: AsyncEngine) -> bytes:
 
 
 async def serve(settings: Settings) -> None:
-    """Runs until SIGTERM or SIGINT, then drains within the grace period."""
-    # A worker's parent migrated already; workers starting at once would race.
-    running = await start(settings, migrate=not settings.worker)
+    """Runs until SIGTERM or SIGINT, then drains within the grace period. One that comes
+    before the database is ready ends the start instead; one during the rest of the start
+    (a few ms) drains a server that took no calls yet."""
+    stop = stop_event()
+    # `start` waits on the database to migrate (not in a worker: its parent migrated
+    # already, and workers starting at once would race) or to read the stored page token
+    # key; reaching it here first lets a stop end that wait. A worker given PAGE_TOKEN_KEY
+    # starts without the database, as it always did.
+    if not settings.worker or not settings.page_token_key:
+        try:
+            await prepare_database(settings.database_url, stop, migrate=not settings.worker)
+        except StoppedError:
+            log.info("stopped before serving")
+            return
+    running = await start(settings, migrate=False)
     if settings.worker:
         log.info("worker pid %d serving on %s:%d", os.getpid(), settings.host, running.port)
     else:
         log.info("users.v1 serving on %s:%d", settings.host, running.port)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     if running.auth is not None:
         loop.add_signal_handler(signal.SIGHUP, running.auth.reload)
     await stop.wait()

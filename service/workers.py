@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from prometheus_client import multiprocess
 
 from service.config import Settings
-from service.db.engine import create_engine
-from service.db.migrate import upgrade_if_behind
 from service.metrics import MULTIPROCESS_DIR, multiprocess_registry
 from service.server import StartupError, authenticator, metrics_endpoint, tls_credentials
+from service.startup import StoppedError, prepare_database, stop_event
+from service.stop_signals import STOP_SIGNALS
 
 log = logging.getLogger("users.workers")
 
@@ -48,6 +48,7 @@ class Supervisor:
         settings: Settings,
         argv: Sequence[str],
         port: int,
+        stopping: asyncio.Event,
         on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -59,24 +60,21 @@ class Supervisor:
             "--worker", "--workers", "1", "--port", str(port),
         ]  # fmt: skip
         self._workers = [_Worker(index) for index in range(settings.workers)]
-        self._stopping = asyncio.Event()
+        self._stopping = stopping
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
         keepers = [asyncio.create_task(self._keep(worker)) for worker in self._workers]
         await self._stopping.wait()
         log.info("stopping: draining %d workers", len(self._workers))
-        self._forward(signal.SIGTERM)
         codes = await asyncio.gather(*keepers)
         log.info("stopped")
         return 0 if all(code == 0 for code in codes) else 1
 
     async def _keep(self, worker: _Worker) -> int:
-        """Runs one worker slot until stopping; returns the last worker's exit code."""
-        while True:
+        """Runs one worker slot until stopping; 0 if its last worker stopped cleanly."""
+        while not self._stopping.is_set():
             worker.started = time.monotonic()
             worker.process = await asyncio.create_subprocess_exec(
                 *self._command, stdin=asyncio.subprocess.DEVNULL
@@ -88,7 +86,7 @@ class Supervisor:
             await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if self._stopping.is_set():
-                return await self._wait_exit(worker, exited)
+                return await self._stop(worker, exited)
             code = exited.result()
             if self._on_exit is not None:
                 self._on_exit(worker.process.pid)
@@ -103,20 +101,33 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RESTART_BACKOFF_SECONDS):
                         await self._stopping.wait()
-                if self._stopping.is_set():
-                    return 0
+        return 0
 
-    async def _wait_exit(self, worker: _Worker, exited: asyncio.Task[int]) -> int:
-        assert worker.process is not None
+    async def _stop(self, worker: _Worker, exited: asyncio.Task[int]) -> int:
+        process = worker.process
+        assert process is not None
+        # Signalled here rather than all at once when the stop came: a worker being
+        # spawned then had no process yet, and would have served until killed after the
+        # grace period.
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(self._settings.grace_seconds + EXIT_MARGIN_SECONDS):
-                return await exited
+                code = await exited
         except TimeoutError:
             log.error("worker %d (pid %d) outlived its grace period; killing it", worker.index,
-                      worker.process.pid)  # fmt: skip
-            worker.process.kill()
+                      process.pid)  # fmt: skip
+            process.kill()
             await exited
             return 1
+        # A worker signalled before its `__main__` could catch the signal dies of it (the
+        # kernel's default): stopped as asked, having served nothing. SIGINT: a terminal's
+        # Ctrl-C reaches the workers too.
+        if code == 0 or -code in STOP_SIGNALS:
+            return 0
+        log.error("worker %d (pid %d) exited with %d while stopping", worker.index,
+                  process.pid, code)  # fmt: skip
+        return 1
 
     def _forward(self, signum: int) -> None:
         for worker in self._workers:
@@ -151,14 +162,15 @@ def bound_port(reserved: socket.socket) -> int:
 
 async def supervise(settings: Settings, argv: Sequence[str]) -> int:
     """The parent of `--workers N`: migrates once, then runs the workers until SIGTERM."""
+    stopping = stop_event()
     # Bad tokens or TLS files fail here, once, rather than in every worker.
     authenticator(settings)
     tls_credentials(settings)
-    engine = create_engine(settings.database_url)
     try:
-        await upgrade_if_behind(engine)
-    finally:
-        await engine.dispose()
+        await prepare_database(settings.database_url, stopping, migrate=True)
+    except StoppedError:
+        log.info("stopped before serving")
+        return 0
     reserved = reserve_port(settings.host, settings.port)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(reserved.close)
@@ -176,4 +188,4 @@ async def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
         port = bound_port(reserved)
         log.info("users.v1 serving on %s:%d with %d workers", settings.host, port, settings.workers)
-        return await Supervisor(settings, argv, port, on_exit).run()
+        return await Supervisor(settings, argv, port, stopping, on_exit).run()

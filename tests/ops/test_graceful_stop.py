@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+import socket
+import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -15,8 +18,12 @@ from users.v1 import resources_pb2, user_service_pb2
 
 from service import server
 from service.config import Settings
+from service.db.engine import CONNECT_TIMEOUT_SECONDS
+from tests.backends import fresh_database
 from tests.ops.pool import checked_out
+from tests.ops.stopping import STOP_SECONDS, starting, stop_at
 from tests.process.server_process import (
+    START_TIMEOUT_SECONDS,
     ServerProcess,
     free_port,
     health_status,
@@ -26,6 +33,10 @@ from tests.rpc import UserStub, create_user, fails
 
 GRACE_SECONDS = 5.0
 WRITERS = 8
+# Seconds after Python starts in the process: its imports, migrating a fresh database,
+# connecting, building the server, one or the other depending on the machine's load.
+# None: as soon as it catches SIGTERM, which is during its imports.
+START_MOMENTS = (None, 0.3, 0.6, 1.0)
 
 
 async def write_until_refused(
@@ -90,6 +101,42 @@ def test_sigint_drains_like_sigterm(tmp_path: Path) -> None:
         code = process.terminate(GRACE_SECONDS, signal.SIGINT)
         assert health_status(process.target) is None, "still serving after SIGINT"
     assert code == 0, process.stderr
+    assert "Traceback" not in process.stderr, process.stderr
+
+
+@pytest.mark.parametrize("moment", START_MOMENTS)
+async def test_sigterm_while_starting_exits_zero(
+    tmp_path: Path, backend: str, moment: float | None
+) -> None:
+    async with fresh_database(backend, tmp_path) as url:
+        port = free_port()
+        args = ("--port", str(port), "--database-url", url)
+        with starting(ServerProcess(tmp_path, args, port=port)) as process:
+            code = await asyncio.to_thread(stop_at, process, moment)
+    assert code == 0, process.stderr
+    assert "Traceback" not in process.stderr, process.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_while_the_database_does_not_answer_exits_zero_at_once(
+    tmp_path: Path, workers: str, signum: int
+) -> None:
+    # Takes the server's connection and never answers, like a database host that hangs.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(START_TIMEOUT_SECONDS)
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{silent.getsockname()[1]}/users"
+        port = free_port()
+        args = ("--port", str(port), "--database-url", url, "--workers", workers)
+        with starting(ServerProcess(tmp_path, args, port=port)) as process:
+            connection, _ = silent.accept()
+            with connection:
+                began = time.monotonic()
+                code = process.terminate(STOP_SECONDS, signum)
+                took = time.monotonic() - began
+    assert code == 0, process.stderr
+    # Not waiting for the connection attempt to time out (that ends in exit 2).
+    assert took < CONNECT_TIMEOUT_SECONDS, f"{took:.1f} s:\n{process.stderr}"
     assert "Traceback" not in process.stderr, process.stderr
 
 
