@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.domain.errors import AuthenticationError, PermissionDeniedError
+from service.api.errors import AuthenticationError, PermissionDeniedError
 
 log = logging.getLogger("users.auth")
 

@@ -27,7 +27,7 @@ import grpc
 from grpc._cython import cygrpc  # type: ignore[attr-defined]  # untyped core module
 
 from service.api import status
-from service.domain.errors import MalformedRequestError, OverloadedError, ServerDrainingError
+from service.api.errors import MalformedRequestError, OverloadedError, ServerDrainingError
 
 log = logging.getLogger("users.calls")
 

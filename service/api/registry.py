@@ -11,14 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from service.api.calls import CallLayer, Method, Undecodable
 
-# AIP-131..136 method name prefixes that only read; every other method writes.
-READ_PREFIXES = ("Get", "BatchGet", "List", "Stream", "Watch")
+# A method that only reads says so in the proto (idempotency_level = NO_SIDE_EFFECTS);
+# every other method writes, and needs a write token when auth is on.
+NO_SIDE_EFFECTS = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
 
 
 def add_servicer(
@@ -38,7 +39,7 @@ def _handler(
     method = Method(
         service=service.full_name,
         name=descriptor.name,
-        writes=not descriptor.name.startswith(READ_PREFIXES),
+        writes=writes(descriptor),
     )
     behaviour = getattr(servicer, descriptor.name)
     decode = _decoder(message_factory.GetMessageClass(descriptor.input_type))
@@ -54,6 +55,10 @@ def _handler(
             layer.client_stream(method, behaviour), decode, encode
         )
     return grpc.unary_unary_rpc_method_handler(layer.unary(method, behaviour), decode, encode)
+
+
+def writes(method: MethodDescriptor) -> bool:
+    return method.GetOptions().idempotency_level != NO_SIDE_EFFECTS
 
 
 def _decoder(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:

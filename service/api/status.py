@@ -19,6 +19,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 
+from service.api import errors as transport
 from service.domain import errors
 
 log = logging.getLogger("users.errors")
@@ -36,9 +37,9 @@ STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.ImportAbortedError: grpc.StatusCode.ABORTED,
     errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
-    errors.AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotImplementedYetError: grpc.StatusCode.UNIMPLEMENTED,
+    transport.AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    transport.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    transport.NotImplementedYetError: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

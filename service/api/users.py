@@ -12,8 +12,8 @@ from users.v1 import user_service_pb2_grpc as pb_grpc
 from users.v1.resources_pb2 import User as UserMessage
 
 from service.api import convert
+from service.api.errors import NotImplementedYetError
 from service.domain import bulk, imports, listing, streaming, users
-from service.domain.errors import NotImplementedYetError
 from service.domain.listing import PageTokens
 from service.domain.models import View
 from service.domain.ports import UnitOfWorkFactory

@@ -2,8 +2,7 @@
 
     DomainError
     ├── InvalidArgumentError          one FieldViolation per bad field
-    │   ├── RequestIdReusedError      same request_id, different body
-    │   └── MalformedRequestError     bytes that are not the request message
+    │   └── RequestIdReusedError      same request_id, different body
     ├── NotFoundError
     │   ├── UserNotFoundError
     │   └── AddressNotFoundError
@@ -17,14 +16,12 @@
     ├── ImportAbortedError            ImportUsers ended, nothing kept
     │   ├── ImportIdleError
     │   └── ImportExpiredError
-    ├── UnavailableError              cannot serve now; the client may retry
-    │   ├── DatabaseUnavailableError
-    │   └── ServerDrainingError
-    ├── AuthenticationError           no or unknown credential (when auth is on)
-    ├── PermissionDeniedError         a read-only credential tries a write
-    └── NotImplementedYetError
+    └── UnavailableError              cannot serve now; the client may retry
+        └── DatabaseUnavailableError
 
-api/status.py maps each class to a gRPC code; a test checks none is missing.
+Failures of the transport itself (credentials, malformed bytes, drain, overload) are
+in api/errors.py. api/status.py maps each class to a gRPC code; a test checks none is
+missing.
 """
 
 from __future__ import annotations
@@ -79,20 +76,6 @@ class RequestIdReusedError(InvalidArgumentError):
                 )
             ]
         )
-
-
-class MalformedRequestError(InvalidArgumentError):
-    reason = "MALFORMED_REQUEST"
-
-    def __init__(self, message_type: str) -> None:
-        super().__init__(
-            [FieldViolation("request", f"the bytes received are not a valid {message_type}")]
-        )
-        self.message_type = message_type
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"fields": "request", "message_type": self.message_type}
 
 
 class NotFoundError(DomainError):
@@ -247,56 +230,3 @@ class DatabaseUnavailableError(UnavailableError):
 
     def __init__(self) -> None:
         super().__init__("the database is unavailable right now; retry shortly")
-
-
-class ServerDrainingError(UnavailableError):
-    reason = "SERVER_DRAINING"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "this server is shutting down; retry, and a stream resumes where it broke off "
-            "(StreamUsers: after_id = the last id received; WatchUsers: the last resume_token)"
-        )
-
-
-class OverloadedError(UnavailableError):
-    reason = "OVERLOADED"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "this server has as many calls in flight as it can finish in time; retry after "
-            "the RetryInfo delay, or on another replica"
-        )
-
-
-class AuthenticationError(DomainError):
-    reason = "UNAUTHENTICATED"
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(
-            f"{problem}; send the metadata 'authorization: Bearer <token>' with a valid token"
-        )
-
-
-class PermissionDeniedError(DomainError):
-    reason = "PERMISSION_DENIED"
-
-    def __init__(self, method: str) -> None:
-        super().__init__(f"{method} writes, and this token may only read; use a write token")
-        self.method = method
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"method": self.method}
-
-
-class NotImplementedYetError(DomainError):
-    reason = "NOT_IMPLEMENTED"
-
-    def __init__(self, method: str) -> None:
-        super().__init__(f"{method} is not implemented by this server yet")
-        self.method = method
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"method": self.method}

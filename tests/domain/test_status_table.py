@@ -6,6 +6,7 @@ import inspect
 
 import grpc
 
+from service.api import errors as transport
 from service.api import status
 from service.domain import errors
 
@@ -13,7 +14,8 @@ from service.domain import errors
 def all_error_classes() -> list[type[errors.DomainError]]:
     return [
         klass
-        for _, klass in inspect.getmembers(errors, inspect.isclass)
+        for module in (errors, transport)
+        for _, klass in inspect.getmembers(module, inspect.isclass)
         if issubclass(klass, errors.DomainError) and klass is not errors.DomainError
     ]
 

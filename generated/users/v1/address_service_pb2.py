@@ -27,13 +27,17 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from users.v1 import resources_pb2 as users_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eusers/v1/address_service.proto\x12\x08users.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x18users/v1/resources.proto\"K\n\x14\x43reateAddressRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\"\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x11.users.v1.Address\"\x1f\n\x11GetAddressRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"N\n\x14ListAddressesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x15ListAddressesResponse\x12$\n\taddresses\x18\x01 \x03(\x0b\x32\x11.users.v1.Address\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x14UpdateAddressRequest\x12\"\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0b\x32\x11.users.v1.Address\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"0\n\x14\x44\x65leteAddressRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t2\xf1\x02\n\x0e\x41\x64\x64ressService\x12\x42\n\rCreateAddress\x12\x1e.users.v1.CreateAddressRequest\x1a\x11.users.v1.Address\x12<\n\nGetAddress\x12\x1b.users.v1.GetAddressRequest\x1a\x11.users.v1.Address\x12P\n\rListAddresses\x12\x1e.users.v1.ListAddressesRequest\x1a\x1f.users.v1.ListAddressesResponse\x12\x42\n\rUpdateAddress\x12\x1e.users.v1.UpdateAddressRequest\x1a\x11.users.v1.Address\x12G\n\rDeleteAddress\x12\x1e.users.v1.DeleteAddressRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eusers/v1/address_service.proto\x12\x08users.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x18users/v1/resources.proto\"K\n\x14\x43reateAddressRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\"\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x11.users.v1.Address\"\x1f\n\x11GetAddressRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"N\n\x14ListAddressesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x15ListAddressesResponse\x12$\n\taddresses\x18\x01 \x03(\x0b\x32\x11.users.v1.Address\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x14UpdateAddressRequest\x12\"\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0b\x32\x11.users.v1.Address\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"0\n\x14\x44\x65leteAddressRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t2\xfb\x02\n\x0e\x41\x64\x64ressService\x12\x42\n\rCreateAddress\x12\x1e.users.v1.CreateAddressRequest\x1a\x11.users.v1.Address\x12\x41\n\nGetAddress\x12\x1b.users.v1.GetAddressRequest\x1a\x11.users.v1.Address\"\x03\x90\x02\x01\x12U\n\rListAddresses\x12\x1e.users.v1.ListAddressesRequest\x1a\x1f.users.v1.ListAddressesResponse\"\x03\x90\x02\x01\x12\x42\n\rUpdateAddress\x12\x1e.users.v1.UpdateAddressRequest\x1a\x11.users.v1.Address\x12G\n\rDeleteAddress\x12\x1e.users.v1.DeleteAddressRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'users.v1.address_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ADDRESSSERVICE'].methods_by_name['GetAddress']._loaded_options = None
+  _globals['_ADDRESSSERVICE'].methods_by_name['GetAddress']._serialized_options = b'\220\002\001'
+  _globals['_ADDRESSSERVICE'].methods_by_name['ListAddresses']._loaded_options = None
+  _globals['_ADDRESSSERVICE'].methods_by_name['ListAddresses']._serialized_options = b'\220\002\001'
   _globals['_CREATEADDRESSREQUEST']._serialized_start=133
   _globals['_CREATEADDRESSREQUEST']._serialized_end=208
   _globals['_GETADDRESSREQUEST']._serialized_start=210
@@ -47,5 +51,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEADDRESSREQUEST']._serialized_start=520
   _globals['_DELETEADDRESSREQUEST']._serialized_end=568
   _globals['_ADDRESSSERVICE']._serialized_start=571
-  _globals['_ADDRESSSERVICE']._serialized_end=940
+  _globals['_ADDRESSSERVICE']._serialized_end=950
 # @@protoc_insertion_point(module_scope)
