@@ -37,32 +37,38 @@ class Settings:
     max_in_flight: int = 0
 
 
+# The one place defaults are written: flags and settings_from read them from here.
+DEFAULTS = Settings()
+
+
 def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     """Flags of `serve`; each falls back to its environment variable (API.md)."""
-    parser.add_argument("--host", default=env.get("HOST", "[::]"), help="address to bind (HOST)")
+    parser.add_argument(
+        "--host", default=env.get("HOST", DEFAULTS.host), help="address to bind (HOST)"
+    )
     parser.add_argument(
         "--port",
         type=port_number,
-        default=_int(env, "PORT", 50051),
+        default=_int(env, "PORT", DEFAULTS.port),
         help="port to bind; 0 picks one (PORT)",
     )
     add_database_flag(parser, env)
     parser.add_argument(
         "--grace-seconds",
         type=float,
-        default=_float(env, "GRACE_SECONDS", 10.0),
+        default=_float(env, "GRACE_SECONDS", DEFAULTS.grace_seconds),
         help="how long in-flight calls may finish on SIGTERM (GRACE_SECONDS)",
     )
     parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        default=_choice(env, "LOG_FORMAT", LOG_FORMATS, "text"),
+        default=_choice(env, "LOG_FORMAT", LOG_FORMATS, DEFAULTS.log_format),
         help="log line format (LOG_FORMAT)",
     )
     parser.add_argument(
         "--workers",
         type=int,
-        default=_int(env, "WORKERS", 1),
+        default=_int(env, "WORKERS", DEFAULTS.workers),
         help="server processes sharing the port with SO_REUSEPORT (WORKERS)",
     )
     parser.add_argument(
@@ -96,7 +102,7 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     parser.add_argument(
         "--max-in-flight",
         type=int,
-        default=_int(env, "MAX_IN_FLIGHT", 0),
+        default=_int(env, "MAX_IN_FLIGHT", DEFAULTS.max_in_flight),
         help="calls in flight beyond this are refused at once with UNAVAILABLE and a retry "
         "delay; 0 (default) derives it from the database pool and the cores (MAX_IN_FLIGHT)",
     )
@@ -106,7 +112,7 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
 def add_database_flag(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     parser.add_argument(
         "--database-url",
-        default=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        default=env.get("DATABASE_URL", DEFAULTS.database_url),
         help="SQLAlchemy async URL: postgresql+asyncpg://, mysql+aiomysql:// or "
         "sqlite+aiosqlite:/// (DATABASE_URL)",
     )
@@ -115,12 +121,12 @@ def add_database_flag(parser: argparse.ArgumentParser, env: Mapping[str, str]) -
 def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     return Settings(
-        host=getattr(args, "host", "[::]"),
-        port=getattr(args, "port", 50051),
+        host=getattr(args, "host", DEFAULTS.host),
+        port=getattr(args, "port", DEFAULTS.port),
         database_url=args.database_url,
-        grace_seconds=getattr(args, "grace_seconds", 10.0),
-        log_format=getattr(args, "log_format", "text"),
-        workers=getattr(args, "workers", 1),
+        grace_seconds=getattr(args, "grace_seconds", DEFAULTS.grace_seconds),
+        log_format=getattr(args, "log_format", DEFAULTS.log_format),
+        workers=getattr(args, "workers", DEFAULTS.workers),
         metrics_port=getattr(args, "metrics_port", None),
         auth_tokens_file=getattr(args, "auth_tokens_file", ""),
         tls_cert_file=getattr(args, "tls_cert_file", ""),
@@ -128,8 +134,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         tls_client_ca_file=getattr(args, "tls_client_ca_file", ""),
         worker=getattr(args, "worker", False),
         page_token_key=env.get("PAGE_TOKEN_KEY", ""),
-        import_idle_seconds=_float(env, "IMPORT_IDLE_SECONDS", 60.0),
-        max_in_flight=max(0, getattr(args, "max_in_flight", 0)),
+        import_idle_seconds=_float(env, "IMPORT_IDLE_SECONDS", DEFAULTS.import_idle_seconds),
+        max_in_flight=max(0, getattr(args, "max_in_flight", DEFAULTS.max_in_flight)),
     )
 
 

@@ -37,10 +37,6 @@ class ReadinessProbe:
         self._ready = True
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="readiness-probe")
 

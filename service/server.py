@@ -63,7 +63,6 @@ class RunningServer:
     readiness: ReadinessProbe
     housekeeping: asyncio.Task[None] | None = None
     auth: TokenAuthenticator | None = None
-    metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
 
     async def stop(self, grace: float | None) -> None:
@@ -165,7 +164,6 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         readiness=readiness,
         housekeeping=asyncio.create_task(_housekeep(new_uow)),
         auth=auth,
-        metrics=metrics,
         metrics_endpoint=endpoint,
     )
 

@@ -16,7 +16,6 @@ from service.domain.listing import PageTokens
 from service.domain.ports import UnitOfWorkFactory
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-SERVICE = "users.v1.AddressService"
 
 
 class AddressService(pb_grpc.AddressServiceServicer):
