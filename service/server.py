@@ -26,7 +26,7 @@ from service.config import Settings
 from service.db import server_keys
 from service.db.engine import create_engine, pool_capacity
 from service.db.migrate import upgrade_if_behind
-from service.db.uow import SqlUnitsOfWork
+from service.db.uow import SqlUnitOfWorkFactory
 from service.domain import housekeeping
 from service.domain.errors import DomainError
 from service.domain.ports import UnitOfWorkFactory
@@ -103,7 +103,7 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
         calls = CallLayer(
             auth=auth, metrics=metrics, max_in_flight=admission_limit(settings, engine)
         )
-        new_uow = SqlUnitsOfWork(engine)
+        new_uow = SqlUnitOfWorkFactory(engine)
         server = grpc.aio.server(options=_server_options(settings))
         add_servicer(
             server,

@@ -1,4 +1,4 @@
-"""A unit of work: one connection, one transaction (or one statement in autocommit)."""
+"""Units of work: one pooled connection each; a writing unit is always one transaction."""
 
 from __future__ import annotations
 
@@ -18,35 +18,30 @@ from service.domain.errors import DatabaseUnavailableError
 
 
 class SqlUnitOfWork:
+    """A unit on one pooled connection. A writing unit is one transaction; a reading
+    unit on PostgreSQL runs in autocommit (no BEGIN and COMMIT round trips: under READ
+    COMMITTED each statement sees its own snapshot either way)."""
+
     users: UsersStore
     addresses: AddressesStore
     requests: RequestsStore
     bulk: BulkStore
     imports: ImportStore
 
-    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, *, transactional: bool = True) -> None:
         self._engine = engine
-        self._autocommit = autocommit  # the same pool, for units of one statement
+        self._transactional = transactional
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
-        self._one_statement = False
-
-    def for_one_statement(self) -> Self:
-        self._one_statement = True
-        return self
 
     async def __aenter__(self) -> Self:
         async with translated_errors():
-            if self._one_statement and self._autocommit is not None:
-                # One statement is atomic and consistent by itself: in autocommit it is
-                # one round trip instead of BEGIN, the statement and COMMIT or ROLLBACK.
-                self._connection = await self._autocommit.connect()
-            else:
-                self._connection = await self._engine.connect()
+            self._connection = await self._engine.connect()
+            if self._transactional:
                 try:
                     self._transaction = await self._connection.begin()
                 except BaseException:
-                    await self._connection.close()
+                    await asyncio.shield(self._connection.close())
                     raise
         self.users = UsersStore(self._connection)
         self.addresses = AddressesStore(self._connection)
@@ -72,24 +67,29 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         if self._transaction is None:
-            return  # one statement in autocommit: durable once it returned
+            raise RuntimeError("a reading unit has nothing to commit")
         async with translated_errors():
             await self._transaction.commit()
 
 
-class SqlUnitsOfWork:
-    """The process's UnitOfWorkFactory: a new unit per call, every one on one engine."""
+class SqlUnitOfWorkFactory:
+    """The process's UnitOfWorkFactory: a new unit per use case, every one on one pool."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        # The engine's own pool, its connections in autocommit while checked out.
-        # PostgreSQL only: asyncpg switches without a round trip; MariaDB would SET the
-        # level both ways and SQLite would hop to its thread, costing more than BEGIN.
-        self._autocommit = (
+        # The same pool, its connections in autocommit while checked out. PostgreSQL
+        # only: asyncpg switches without a round trip; MariaDB would SET the level both
+        # ways and SQLite would hop to its thread, costing more than the BEGIN saved.
+        self._reading = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql"
             else None
         )
 
-    def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine, self._autocommit)
+    def reading(self) -> SqlUnitOfWork:
+        if self._reading is None:
+            return SqlUnitOfWork(self._engine)
+        return SqlUnitOfWork(self._reading, transactional=False)
+
+    def writing(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._engine)

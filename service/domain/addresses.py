@@ -17,7 +17,7 @@ from service.domain.errors import (
     UserNotFoundError,
 )
 from service.domain.models import Address, View, utc_now
-from service.domain.ports import UnitOfWork, UnitOfWorkFactory
+from service.domain.ports import ReadingUnit, UnitOfWork, UnitOfWorkFactory
 
 # API.md: paths naming output-only fields are ignored, never an error.
 _OUTPUT_ONLY = frozenset({"id", "user_id", "create_time", "update_time", "etag"})
@@ -33,7 +33,7 @@ async def create_address(new_uow: UnitOfWorkFactory, user_id: int, email: str | 
         email = check.check_email(found, "address.email", email)
     found.raise_if_any()
     assert email is not None
-    async with new_uow() as uow:
+    async with new_uow.writing() as uow:
         if await uow.users.get_for_update(user_id) is None:
             raise UserNotFoundError(user_id)
         # Counted under the user's lock: two concurrent creates cannot both pass at 99.
@@ -49,7 +49,7 @@ async def get_address(new_uow: UnitOfWorkFactory, address_id: int) -> Address:
     found = check.Violations()
     check.check_id(found, "id", address_id)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow.reading() as uow:
         return await _get(uow, address_id)
 
 
@@ -64,7 +64,7 @@ async def update_address(
     check.check_id(found, "address.id", address_id)
     new_email = _email_change(found, email, mask_paths)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow.writing() as uow:
         current = await _lock(uow, address_id)
         if etag and etag != current.etag:
             raise StaleEtagError("address", address_id)
@@ -80,7 +80,7 @@ async def delete_address(new_uow: UnitOfWorkFactory, address_id: int, etag: str)
     found = check.Violations()
     check.check_id(found, "id", address_id)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow.writing() as uow:
         current = await _lock(uow, address_id)
         if etag and etag != current.etag:
             raise StaleEtagError("address", address_id)
@@ -103,7 +103,7 @@ async def list_addresses(
     if user_id > 0:  # the token is bound to the user, so only a valid one can check it
         after = listing.read_token(found, tokens, scope, page_token, key_type=int)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow.reading() as uow:
         if not await uow.users.get_many([user_id], View.BASIC):
             raise UserNotFoundError(user_id)
         after_id = None if after is None else after.id
@@ -138,7 +138,7 @@ async def _lock(uow: UnitOfWork, address_id: int) -> Address:
     return current
 
 
-async def _get(uow: UnitOfWork, address_id: int) -> Address:
+async def _get(uow: ReadingUnit, address_id: int) -> Address:
     address = await uow.addresses.get(address_id)
     if address is None:
         raise AddressNotFoundError(address_id)

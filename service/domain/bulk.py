@@ -60,7 +60,7 @@ def check_replay(index: int, new: NewUser, record: RequestRecord | None) -> int 
 async def batch_create_users(new_uow: UnitOfWorkFactory, rows: Sequence[RowInput]) -> list[User]:
     news = _checked(rows)
     if not any(row.request_id for row in rows):
-        async with new_uow() as uow:
+        async with new_uow.writing() as uow:
             new_ids = await _insert(uow, news, list(range(len(news))), utc_now())
             created = await _in_order(uow, new_ids)
             await uow.commit()
@@ -69,7 +69,7 @@ async def batch_create_users(new_uow: UnitOfWorkFactory, rows: Sequence[RowInput
     # request_ids (or took the same emails) first has committed by the time ours fails,
     # so the second pass replays what it created.
     for second_pass in (False, True):
-        async with new_uow() as uow:
+        async with new_uow.writing() as uow:
             now = utc_now()
             since = now - REQUEST_ID_TTL
             keys = [row.request_id for row in rows if row.request_id]

@@ -27,14 +27,14 @@ async def purge_expired(new_uow: UnitOfWorkFactory, now: datetime | None = None)
     finally-block removed; they are discarded one import per transaction.
     """
     now = utc_now() if now is None else now
-    async with new_uow() as uow:
+    async with new_uow.writing() as uow:
         forgotten = await uow.requests.purge(now - REQUEST_ID_TTL)
         await uow.commit()
-    async with new_uow() as uow:
+    async with new_uow.reading() as uow:
         stale = await uow.imports.stale(now - STALE_AFTER)
     discarded = 0
     for import_id in stale:
-        async with new_uow() as uow:
+        async with new_uow.writing() as uow:
             # Re-checked under the row's lock: an import alive again is left alone.
             if await uow.imports.discard_if_stale(import_id, now - STALE_AFTER):
                 discarded += 1

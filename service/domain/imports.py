@@ -36,10 +36,10 @@ from service.domain.errors import (
 from service.domain.models import NewUser, View, utc_now
 from service.domain.ports import (
     ImportClashes,
+    ReadingUnit,
     StagedClash,
     StagedRepeatError,
     StagedUser,
-    UnitOfWork,
     UnitOfWorkFactory,
 )
 from service.domain.users import REQUEST_ID_TTL, validate_new_user
@@ -170,7 +170,7 @@ class _Staging:
     async def finish(self) -> int:
         if not self._opened:
             return self._replayed
-        async with self._uow() as uow:
+        async with self._uow.writing() as uow:
             now = utc_now()
             outcome = await uow.imports.promote(self._import_id, METHOD, now, now - REQUEST_ID_TTL)
             if outcome is None:
@@ -184,7 +184,7 @@ class _Staging:
         await self._abandon_write()
         if not self._began:
             return
-        async with self._uow() as uow:
+        async with self._uow.writing() as uow:
             await uow.imports.discard(self._import_id)
             await uow.commit()
         self._began = False
@@ -238,7 +238,7 @@ class _Staging:
 
     async def _stage(self, chunk: _Checked) -> int | None:
         """Stages the chunk; how many of its rows were replayed, None if it was purged."""
-        async with self._uow() as uow:
+        async with self._uow.writing() as uow:
             now = utc_now()
             if not self._opened:
                 await uow.imports.open(self._import_id, now)
@@ -258,7 +258,7 @@ class _Staging:
     async def _raise_first_bad_row(self, chunk: _Checked) -> None:
         """Checks the chunk against what earlier chunks staged too, in a transaction of
         its own: the failed one may be unusable (PostgreSQL) and was rolled back."""
-        async with self._uow() as uow:
+        async with self._uow.reading() as uow:
             clashes = await uow.imports.clashes(self._import_id, chunk.emails, chunk.request_ids)
             await _sorted_rows(uow, chunk, clashes)
         if chunk.invalid is not None:
@@ -269,7 +269,7 @@ class _Staging:
 
 
 async def _sorted_rows(
-    uow: UnitOfWork, chunk: _Checked, clashes: ImportClashes
+    uow: ReadingUnit, chunk: _Checked, clashes: ImportClashes
 ) -> tuple[list[StagedUser], int]:
     """The rows to stage and how many were replayed; raises at the first bad row."""
     news, keys, start = chunk.news, chunk.keys, chunk.start

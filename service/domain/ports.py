@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -208,8 +208,9 @@ class ImportsRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
-    """One transaction: commit() makes it durable; leaving without it rolls back."""
+class ReadingUnit(Protocol):
+    """Statements that only read; no transaction to commit (a backend may run each
+    statement on its own, as READ COMMITTED would see it anyway)."""
 
     @property
     def users(self) -> UsersRepository: ...
@@ -226,11 +227,6 @@ class UnitOfWork(Protocol):
     @property
     def imports(self) -> ImportsRepository: ...
 
-    def for_one_statement(self) -> Self:
-        """Before `async with`: the unit will send a single statement, atomic by itself,
-        so it needs no transaction (a backend may save BEGIN and COMMIT/ROLLBACK)."""
-        ...
-
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
@@ -240,7 +236,17 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
+
+class UnitOfWork(ReadingUnit, Protocol):
+    """One transaction, however many statements: commit() makes it durable; leaving
+    without it rolls every statement back."""
+
     async def commit(self) -> None: ...
 
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+class UnitOfWorkFactory(Protocol):
+    """A new unit per use case, of the kind the use case says it needs."""
+
+    def reading(self) -> ReadingUnit: ...
+
+    def writing(self) -> UnitOfWork: ...

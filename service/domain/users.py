@@ -62,18 +62,14 @@ async def create_user(
     new = validate_new_user(found, "", user, request_id)
     found.raise_if_any()
     if not request_id:
-        uow = new_uow()
-        if not new.address_emails:
-            # Creating is then one INSERT: atomic with no transaction around it.
-            uow = uow.for_one_statement()
-        async with uow:
+        async with new_uow.writing() as uow:
             created = await uow.users.create(new, utc_now())
             await uow.commit()
             return created
     # Two passes at most: a concurrent call with the same request_id that wins the
     # claim has committed by the time ours fails, so the second pass finds it.
     for _ in range(2):
-        async with new_uow() as uow:
+        async with new_uow.writing() as uow:
             now = utc_now()
             since = now - REQUEST_ID_TTL
             record = await uow.requests.find("CreateUser", request_id, since)
@@ -99,7 +95,7 @@ async def get_user(new_uow: UnitOfWorkFactory, user_id: int, view: View) -> User
     found = check.Violations()
     check.check_id(found, "id", user_id)
     found.raise_if_any()
-    async with new_uow().for_one_statement() as uow:
+    async with new_uow.reading() as uow:
         user = await uow.users.get_one(user_id, view)
     if user is None:
         raise UserNotFoundError(user_id)
@@ -113,7 +109,7 @@ async def batch_get_users(new_uow: UnitOfWorkFactory, ids: Sequence[int], view: 
         for index, user_id in enumerate(ids):
             check.check_id(found, f"ids[{index}]", user_id)
     found.raise_if_any()
-    async with new_uow().for_one_statement() as uow:
+    async with new_uow.reading() as uow:
         users = await uow.users.get_many(list(dict.fromkeys(ids)), view)
     for user_id in ids:
         if user_id not in users:
@@ -132,7 +128,7 @@ async def update_user(
     check.check_id(found, "user.id", user_id)
     changes = _changes_from(found, user, mask_paths)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow.writing() as uow:
         current = await uow.users.get_for_update(user_id)
         if current is None:
             raise UserNotFoundError(user_id)
@@ -149,7 +145,7 @@ async def delete_user(new_uow: UnitOfWorkFactory, user_id: int, etag: str, force
     found = check.Violations()
     check.check_id(found, "id", user_id)
     found.raise_if_any()
-    async with new_uow() as uow:
+    async with new_uow.writing() as uow:
         current = await uow.users.get_for_update(user_id)
         if current is None:
             raise UserNotFoundError(user_id)

@@ -14,7 +14,7 @@ from users.v1 import resources_pb2, user_service_pb2
 from service import server
 from service.config import Settings
 from service.db.tables import import_addresses, import_rows, imports, request_ids
-from service.db.uow import SqlUnitOfWork
+from service.db.uow import SqlUnitOfWork, SqlUnitOfWorkFactory
 from service.domain import housekeeping
 from service.domain.models import utc_now
 from tests.rpc import UserStub, fresh_email
@@ -85,7 +85,7 @@ async def test_request_ids_are_kept_24_hours_and_purged_after(
 ) -> None:
     old = await remember(running.engine, DAY + timedelta(minutes=1))
     young = await remember(running.engine, DAY - timedelta(minutes=1))
-    purged = await housekeeping.purge_expired(lambda: SqlUnitOfWork(running.engine))
+    purged = await housekeeping.purge_expired(SqlUnitOfWorkFactory(running.engine))
     assert purged.request_ids >= 1
     assert not await remembered(running.engine, old)
     assert await remembered(running.engine, young)
@@ -106,7 +106,7 @@ async def test_abandoned_imports_are_purged_and_live_ones_kept(
     abandoned = await stage(running.engine, timedelta(hours=2))
     live = await stage(running.engine, timedelta(seconds=5))
     try:
-        purged = await housekeeping.purge_expired(lambda: SqlUnitOfWork(running.engine))
+        purged = await housekeeping.purge_expired(SqlUnitOfWorkFactory(running.engine))
         assert purged.imports >= 1
         assert await staged(running.engine, abandoned) == 0
         assert await staged(running.engine, live) == 3
