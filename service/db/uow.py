@@ -28,8 +28,11 @@ class SqlUnitOfWork:
     bulk: BulkStore
     imports: ImportStore
 
-    def __init__(self, engine: AsyncEngine, *, transactional: bool = True) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, writes: bool = True, transactional: bool = True
+    ) -> None:
         self._engine = engine
+        self._writes = writes
         self._transactional = transactional
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
@@ -66,8 +69,9 @@ class SqlUnitOfWork:
             raise DatabaseUnavailableError() from exc
 
     async def commit(self) -> None:
-        if self._transaction is None:
+        if not self._writes:
             raise RuntimeError("a reading unit has nothing to commit")
+        assert self._transaction is not None
         async with translated_errors():
             await self._transaction.commit()
 
@@ -88,8 +92,8 @@ class SqlUnitOfWorkFactory:
 
     def reading(self) -> SqlUnitOfWork:
         if self._reading is None:
-            return SqlUnitOfWork(self._engine)
-        return SqlUnitOfWork(self._reading, transactional=False)
+            return SqlUnitOfWork(self._engine, writes=False)
+        return SqlUnitOfWork(self._reading, writes=False, transactional=False)
 
     def writing(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine)

@@ -1,0 +1,68 @@
+"""Units of work on every backend: a writing unit is one transaction however many
+statements it sends, and a reading unit has nothing to commit."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from service import server
+from service.db.tables import users
+from service.db.uow import SqlUnitOfWorkFactory
+from service.domain.errors import EmailTakenError
+from service.domain.models import NewUser, View, utc_now
+
+
+def new_user(email: str | None = None) -> NewUser:
+    return NewUser(name="Unit", email=email or f"{uuid.uuid4().hex[:12]}@units.test")
+
+
+async def stored(running: server.RunningServer, email: str) -> int:
+    async with running.engine.connect() as connection:
+        count = await connection.scalar(
+            select(func.count()).select_from(users).where(users.c.email == email)
+        )
+    return int(count or 0)
+
+
+async def test_a_single_statement_write_left_without_commit_is_rolled_back(
+    running: server.RunningServer,
+) -> None:
+    # The one-INSERT CreateUser: once sent in autocommit, durable however the unit ended.
+    new = new_user()
+    async with SqlUnitOfWorkFactory(running.engine).writing() as uow:
+        await uow.users.create(new, utc_now())
+    assert await stored(running, new.email) == 0
+
+
+async def test_a_write_whose_second_statement_fails_keeps_nothing_of_the_first(
+    running: server.RunningServer,
+) -> None:
+    first, taken = new_user(), new_user()
+    units = SqlUnitOfWorkFactory(running.engine)
+    async with units.writing() as uow:
+        await uow.users.create(taken, utc_now())
+        await uow.commit()
+    with pytest.raises(EmailTakenError):
+        async with units.writing() as uow:
+            await uow.users.create(first, utc_now())
+            await uow.users.create(new_user(taken.email), utc_now())
+            await uow.commit()
+    assert await stored(running, first.email) == 0
+    assert await stored(running, taken.email) == 1
+
+
+async def test_a_reading_unit_reads_and_has_nothing_to_commit(
+    running: server.RunningServer,
+) -> None:
+    units = SqlUnitOfWorkFactory(running.engine)
+    async with units.writing() as uow:
+        created = await uow.users.create(new_user(), utc_now())
+        await uow.commit()
+    async with units.reading() as reader:
+        found = await reader.users.get_one(created.id, View.FULL)
+        assert found is not None and found.email == created.email
+        with pytest.raises(RuntimeError):
+            await reader.commit()
