@@ -10,13 +10,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.errors import is_unique_violation
+from service.db.errors import Subject, execute
 from service.db.tables import addresses, users
 from service.db.users_store import address_from
-from service.domain.errors import AddressExistsError
 from service.domain.models import Address
 
 _COLUMNS = (
@@ -48,32 +46,25 @@ class AddressesStore:
         return None if row is None else address_from(row)
 
     async def insert(self, user_id: int, email: str, now: datetime) -> int:
-        try:
-            result = await self._connection.execute(
-                insert(addresses).values(
-                    user_id=user_id, email=email, create_time=now, update_time=now, version=1
-                )
-            )
-        except IntegrityError as error:
-            # The one unique key a new address can break: uq_addresses_user_id_email.
-            if is_unique_violation(error):
-                raise AddressExistsError(user_id, email) from error
-            raise
+        result = await execute(
+            self._connection,
+            insert(addresses).values(
+                user_id=user_id, email=email, create_time=now, update_time=now, version=1
+            ),
+            subject=Subject(email=email, user_id=user_id),
+        )
         assert result.inserted_primary_key is not None
         await self._touch_user(user_id, now)
         return int(result.inserted_primary_key[0])
 
     async def update_email(self, address_id: int, user_id: int, email: str, now: datetime) -> None:
-        try:
-            await self._connection.execute(
-                update(addresses)
-                .where(addresses.c.id == address_id)
-                .values(email=email, update_time=now, version=addresses.c.version + 1)
-            )
-        except IntegrityError as error:
-            if is_unique_violation(error):
-                raise AddressExistsError(user_id, email) from error
-            raise
+        await execute(
+            self._connection,
+            update(addresses)
+            .where(addresses.c.id == address_id)
+            .values(email=email, update_time=now, version=addresses.c.version + 1),
+            subject=Subject(email=email, user_id=user_id),
+        )
         await self._touch_user(user_id, now)
 
     async def delete(self, address_id: int, user_id: int, now: datetime) -> None:

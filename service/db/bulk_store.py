@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.errors import is_unique_violation
+from service.db.errors import execute
 from service.db.tables import addresses, users
 from service.db.users_store import domain_of
 from service.domain.errors import EmailTakenError
@@ -29,7 +28,8 @@ class BulkStore:
             async with self._connection.begin_nested():
                 # RETURNING the email too: ids are matched by email, not by row order,
                 # which no backend promises for a multi-row INSERT ... RETURNING.
-                rows = await self._connection.execute(
+                rows = await execute(
+                    self._connection,
                     insert(users).returning(users.c.id, users.c.email),
                     [
                         {
@@ -44,13 +44,12 @@ class BulkStore:
                     ],
                 )
                 id_of = {row.email: int(row.id) for row in rows}
-        except IntegrityError as error:
-            if not is_unique_violation(error):
-                raise
+        except EmailTakenError as error:
+            # Which of the rows: the first whose email is stored (API.md names its index).
             taken = await self._taken_emails([new.email for new in news])
             for new in news:
                 if new.email in taken:
-                    raise EmailTakenError(new.email) from error
+                    raise EmailTakenError(new.email) from error.__cause__
             raise
         ids = [id_of[new.email] for new in news]
         owned = [

@@ -1,18 +1,40 @@
-"""The one place driver errors become domain errors."""
+"""The one place driver errors become domain errors.
+
+A broken constraint is looked up by its name (tables.py names every one) in
+CONSTRAINT_ERRORS, wherever a statement runs: `execute` for SQLAlchemy statements, the
+driver's own calls through `driver_errors_translated`. "The database is away" becomes
+DatabaseUnavailableError by SQLSTATE or MariaDB error number.
+"""
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+from sqlalchemy import PrimaryKeyConstraint, Table, UniqueConstraint
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.dml import UpdateBase
 
-from service.domain.errors import DatabaseUnavailableError
+from service.db.tables import metadata
+from service.domain.errors import (
+    AddressExistsError,
+    DatabaseUnavailableError,
+    EmailTakenError,
+    UserNotFoundError,
+)
+from service.domain.ports import StagedRepeatError
 
 _PG_UNIQUE_VIOLATION = "23505"
 _MYSQL_DUPLICATE_ENTRY = 1062
+_MYSQL_FOREIGN_KEY_ERRNOS = (1451, 1452)  # a parent row in use; no parent row
 # PostgreSQL SQLSTATEs that mean "cannot serve now, retry": connection exceptions,
 # insufficient resources, operator intervention (shutdown), serialization failures
 # and deadlocks.
@@ -20,6 +42,120 @@ _PG_UNAVAILABLE_CLASSES = ("08", "53", "57P", "40001", "40P01")
 # MariaDB client/server errors for a lost or refused connection, overload, lock
 # wait timeout and deadlock.
 _MYSQL_UNAVAILABLE = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a statement writes, named in the error a broken constraint becomes."""
+
+    email: str = ""
+    user_id: int = 0
+
+
+class KeyTakenError(Exception):
+    """A key stored already where the store expects to lose that race (a request_id
+    claimed, a server key created, by a concurrent call)."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+# Every named constraint of tables.py; tests/db/test_constraint_errors.py breaks each.
+CONSTRAINT_ERRORS: Mapping[str, Callable[[Subject], Exception]] = {
+    "uq_users_email": lambda s: EmailTakenError(s.email),
+    "uq_addresses_user_id_email": lambda s: AddressExistsError(s.user_id, s.email),
+    "fk_addresses_user_id": lambda s: UserNotFoundError(s.user_id),
+    "pk_request_ids": lambda s: KeyTakenError("pk_request_ids"),
+    "pk_server_keys": lambda s: KeyTakenError("pk_server_keys"),
+    "pk_imports": lambda s: KeyTakenError("pk_imports"),
+    "pk_import_rows": lambda s: StagedRepeatError(),
+    "uq_import_rows_import_id_email": lambda s: StagedRepeatError(),
+    "uq_import_rows_import_id_request_id": lambda s: StagedRepeatError(),
+    "pk_import_addresses": lambda s: StagedRepeatError(),
+}
+NO_SUBJECT = Subject()
+
+
+async def execute(
+    connection: AsyncConnection,
+    statement: Executable,
+    parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    subject: Subject = NO_SUBJECT,
+) -> CursorResult[Any]:
+    """Runs a statement that may break a constraint; its error comes from the table."""
+    try:
+        return await connection.execute(statement, parameters)
+    except sa_exc.IntegrityError as error:
+        table = statement.table if isinstance(statement, UpdateBase) else None
+        translated = constraint_error(error, table if isinstance(table, Table) else None, subject)
+        if translated is None:
+            raise
+        raise translated from error
+
+
+def constraint_error(
+    error: BaseException, table: Table | None, subject: Subject
+) -> Exception | None:
+    """The error CONSTRAINT_ERRORS names for the constraint `error` broke; None if it
+    broke none the table knows (the caller re-raises it: an INTERNAL, then)."""
+    make = CONSTRAINT_ERRORS.get(constraint_of(error, table) or "")
+    return None if make is None else make(subject)
+
+
+def constraint_of(error: BaseException, table: Table | None) -> str | None:
+    """The name of the constraint an integrity error broke, by backend: PostgreSQL names
+    it; MariaDB names the key in its message (PRIMARY for a primary key); SQLite names
+    the columns of a unique key, and nothing for a foreign key."""
+    orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        name = getattr(candidate, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    errno = _mysql_errno(orig)
+    if errno is not None:
+        return _mysql_constraint(errno, str(getattr(orig, "args", ("", ""))[1]), table)
+    sqlite_error = _sqlite_error(orig)
+    if sqlite_error is not None:
+        return _sqlite_constraint(str(sqlite_error), table)
+    return None
+
+
+_MYSQL_KEY = re.compile(r"for key '(?:[^']*\.)?([^'.]+)'$")
+_MYSQL_FOREIGN_KEY = re.compile(r"CONSTRAINT `([^`]+)` FOREIGN KEY")
+_SQLITE_COLUMNS = re.compile(r"^(?:UNIQUE|PRIMARY KEY) constraint failed: (.+)$")
+
+
+def _mysql_constraint(errno: int, message: str, table: Table | None) -> str | None:
+    if errno == _MYSQL_DUPLICATE_ENTRY and (key := _MYSQL_KEY.search(message)):
+        if key.group(1) != "PRIMARY":
+            return key.group(1)
+        name = None if table is None else table.primary_key.name
+        return name if isinstance(name, str) else None
+    if errno in _MYSQL_FOREIGN_KEY_ERRNOS and (foreign := _MYSQL_FOREIGN_KEY.search(message)):
+        return foreign.group(1)
+    return None
+
+
+def _sqlite_constraint(message: str, table: Table | None) -> str | None:
+    if message == "FOREIGN KEY constraint failed":
+        keys = [] if table is None else [k.name for k in table.foreign_key_constraints]
+        return keys[0] if len(keys) == 1 and isinstance(keys[0], str) else None
+    found = _SQLITE_COLUMNS.match(message)
+    if found is None:
+        return None
+    qualified = [column.strip().split(".", 1) for column in found.group(1).split(",")]
+    stored = metadata.tables.get(qualified[0][0])
+    columns = [column[-1] for column in qualified]
+    for constraint in () if stored is None else stored.constraints:
+        if (
+            isinstance(constraint, UniqueConstraint | PrimaryKeyConstraint)
+            and [c.name for c in constraint.columns] == columns
+            and isinstance(constraint.name, str)
+        ):
+            return constraint.name
+    return None
 
 
 def is_unique_violation(error: BaseException) -> bool:

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.errors import is_unique_violation
+from service.db.errors import KeyTakenError, execute
 from service.db.tables import request_ids
 from service.domain.ports import Remembered, RequestRecord
 
@@ -47,19 +46,18 @@ class RequestsStore:
             delete(request_ids).where(key, request_ids.c.create_time < since)
         )
         try:
-            await self._connection.execute(
+            await execute(
+                self._connection,
                 insert(request_ids).values(
                     method=method,
                     request_id=request_id,
                     fingerprint=fingerprint,
                     resource_id=None,
                     create_time=now,
-                )
+                ),
             )
-        except IntegrityError as error:
-            if is_unique_violation(error):
-                return False
-            raise
+        except KeyTakenError:
+            return False  # a concurrent call claimed it first
         return True
 
     async def attach(self, method: str, request_id: str, resource_id: int) -> None:
@@ -109,7 +107,8 @@ class RequestsStore:
             )
         )
         try:
-            await self._connection.execute(
+            await execute(
+                self._connection,
                 insert(request_ids),
                 [
                     {
@@ -122,10 +121,8 @@ class RequestsStore:
                     for r in records
                 ],
             )
-        except IntegrityError as error:
-            if is_unique_violation(error):
-                return False
-            raise
+        except KeyTakenError:
+            return False
         return True
 
     async def purge(self, before: datetime) -> int:

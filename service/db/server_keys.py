@@ -5,10 +5,9 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.errors import is_unique_violation, translated_errors
+from service.db.errors import KeyTakenError, execute, translated_errors
 from service.db.tables import server_keys
 from service.domain.models import utc_now
 
@@ -33,14 +32,13 @@ async def load_or_create(engine: AsyncEngine, name: str) -> bytes:
             secret = secrets.token_bytes(32)
             try:
                 async with engine.begin() as connection:
-                    await connection.execute(
+                    await execute(
+                        connection,
                         insert(server_keys).values(
                             name=name, secret=secret.hex(), create_time=utc_now()
-                        )
+                        ),
                     )
-            except IntegrityError as error:
-                if not is_unique_violation(error):
-                    raise
-                continue
+            except KeyTakenError:
+                continue  # a concurrent first start stored it: read the winner's
             return secret
     raise RuntimeError(f"server key {name!r} was neither readable nor creatable")
