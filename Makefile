@@ -48,14 +48,16 @@ test: $(BIN)/.installed node_modules/.installed
 	bash scripts/test-databases.sh
 	$(BIN)/pytest -q
 
-# Every suite, one after another (about 15 minutes): the unary table against raw asyncpg,
-# the ceiling against a bare grpc.aio server (issue 7), listing and bulk at a million users.
+# Every suite, one after another (about 17 minutes): the unary table against raw asyncpg,
+# the ceiling against a bare grpc.aio server (issue 7), listing and bulk at a million users,
+# overload up to 4,000 calls in flight (issue 11; needs ../shared/anchors for its Go client).
 bench: $(BIN)/.installed
 	bash scripts/test-databases.sh
 	$(BIN)/python -m bench --suite unary
 	$(BIN)/python -m bench --suite ceiling
 	$(BIN)/python -m bench --suite listing
 	$(BIN)/python -m bench --suite bulk
+	$(BIN)/python -m bench --suite overload
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache users.db

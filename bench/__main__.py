@@ -7,8 +7,9 @@ import asyncio
 import os
 import sys
 import time
+from pathlib import Path
 
-from bench import bulk, ceiling, database, listing
+from bench import bulk, ceiling, database, grpcload, listing, overload
 from bench.baseline import Mode, measure_driver, pool_size_for
 from bench.cpu import CpuWindow, wait_idle
 from bench.load import measure_service
@@ -50,13 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("unary", "listing", "bulk", "ceiling"),
+        choices=("unary", "listing", "bulk", "ceiling", "overload"),
         default="unary",
         help="unary: GetUser/CreateUser against the driver (default); listing: ListUsers "
         "page 1 against page 10,000 (issue 4); bulk: StreamUsers, ImportUsers, "
         "BatchCreateUsers (issue 5). listing and bulk seed a million users. ceiling: "
         "GetUser, GetUser FULL, CreateUser, --workers 2 against bench/bare_server.py "
-        "(issue 7; --users users with 2 addresses each).",
+        "(issue 7; --users users with 2 addresses each). overload: GetUser BASIC from "
+        "../shared/anchors' Go load generator at up to 4,000 calls in flight (issue 11).",
     )
     parser.add_argument(
         "--large-users", type=int, default=1_000_000, help="listing/bulk: users (1000000)"
@@ -72,7 +74,43 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listing/bulk: keep the seeded database of an earlier run of the same suite",
     )
+    parser.add_argument(
+        "--overload-concurrency",
+        type=_counts,
+        default=list(overload.CONCURRENCY),
+        help="overload: calls in flight, one run each on one server, lowest first "
+        "(64,256,1000,4000)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=_limits,
+        default=[0],
+        help="overload: a server per comma-separated --max-in-flight value; 0 is the "
+        "service's default (0)",
+    )
+    parser.add_argument(
+        "--compare-admission-off",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="overload: also the top concurrency on a server with admission off (yes)",
+    )
+    parser.add_argument(
+        "--anchors-dir",
+        type=Path,
+        default=grpcload.DEFAULT_ANCHORS,
+        help="overload: the anchors folder holding tools/grpcload (../shared/anchors)",
+    )
     return parser
+
+
+def _limits(raw: str) -> list[int]:
+    try:
+        limits = [int(part) for part in raw.split(",")]
+    except ValueError:
+        limits = []
+    if not limits or min(limits) < 0:
+        raise argparse.ArgumentTypeError(f"{raw!r}: use whole numbers, 0 for the default")
+    return limits
 
 
 def _operations(raw: str) -> list[Operation]:
@@ -174,6 +212,20 @@ async def _suite(args: argparse.Namespace) -> None:
             args.large_users,
             args.large_addresses,
             reseed=not args.reuse_seed,
+        )
+    elif args.suite == "overload":
+        await overload.run(
+            args.database_url,
+            overload.Args(
+                users=args.users,
+                warmup=args.warmup,
+                duration=args.duration,
+                wait_idle=args.wait_idle,
+                concurrency=sorted(args.overload_concurrency),
+                limits=args.max_in_flight,
+                compare_admission_off=args.compare_admission_off,
+                anchors=args.anchors_dir,
+            ),
         )
     elif args.suite == "ceiling":
         await ceiling.run(args.database_url, args.users, args.warmup, args.duration, args.wait_idle)

@@ -114,8 +114,14 @@ class ServerProcess:
         await self._stop()
 
     def log_tail(self, lines: int = 20) -> str:
-        self._log.seek(0)
-        return b"\n".join(self._log.read().splitlines()[-lines:]).decode(errors="replace")
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        """Everything the server wrote so far. Read through a second open file: the
+        server's stdout shares the first one's offset, and seeking it would make the
+        server write over its own log."""
+        with open(f"/proc/self/fd/{self._log.fileno()}", "rb") as log:
+            return log.read().decode(errors="replace")
 
     async def _wait_serving(self) -> None:
         assert self._process is not None
