@@ -35,6 +35,8 @@ class Settings:
     # Calls in flight beyond this are refused with UNAVAILABLE; 0 derives it from the
     # database pool and the cores (server.admission_limit).
     max_in_flight: int = 0
+    # HTTP/2 streams (calls) one client connection may hold open at once; 0: no limit.
+    max_concurrent_streams: int = 0
 
 
 # The one place defaults are written: flags and settings_from read them from here.
@@ -106,6 +108,13 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         help="calls in flight beyond this are refused at once with UNAVAILABLE and a retry "
         "delay; 0 (default) derives it from the database pool and the cores (MAX_IN_FLIGHT)",
     )
+    parser.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        default=_int(env, "MAX_CONCURRENT_STREAMS", DEFAULTS.max_concurrent_streams),
+        help="calls one client connection may have open at once; the rest wait in the "
+        "client, costing the server nothing; 0 (default) is no limit (MAX_CONCURRENT_STREAMS)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -136,6 +145,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         page_token_key=env.get("PAGE_TOKEN_KEY", ""),
         import_idle_seconds=_float(env, "IMPORT_IDLE_SECONDS", DEFAULTS.import_idle_seconds),
         max_in_flight=max(0, getattr(args, "max_in_flight", DEFAULTS.max_in_flight)),
+        max_concurrent_streams=max(
+            0, getattr(args, "max_concurrent_streams", DEFAULTS.max_concurrent_streams)
+        ),
     )
 
 

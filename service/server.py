@@ -104,7 +104,7 @@ async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
             auth=auth, metrics=metrics, max_in_flight=admission_limit(settings, engine)
         )
         new_uow = SqlUnitOfWorkFactory(engine)
-        server = grpc.aio.server(options=_server_options(settings))
+        server = grpc.aio.server(options=server_options(settings))
         add_servicer(
             server,
             UserService(
@@ -224,10 +224,19 @@ async def _housekeep(new_uow: UnitOfWorkFactory) -> None:
         await asyncio.sleep(every)
 
 
-def _server_options(settings: Settings) -> list[tuple[str, int]]:
+def server_options(settings: Settings) -> list[tuple[str, int]]:
     # gRPC turns SO_REUSEPORT on by default, which lets a second server bind a port that
     # is in use without an error; only worker processes share a port on purpose.
-    return [("grpc.so_reuseport", 1 if settings.worker else 0)]
+    options = [("grpc.so_reuseport", 1 if settings.worker else 0)]
+    if settings.max_concurrent_streams > 0:
+        # HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS, enforced by grpc core in C: a client
+        # past it queues its calls itself. With overload protection on, grpc would refuse
+        # a stream opened before the client saw a freed slot, and the client retry at once.
+        options += [
+            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+            ("grpc.http.overload_protection", 0),
+        ]
+    return options
 
 
 async def _page_token_key(settings: Settings, engine: AsyncEngine) -> bytes:

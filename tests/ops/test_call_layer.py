@@ -14,6 +14,8 @@ import grpc
 import pytest
 
 from service.api.calls import CallLayer, Ctx, Method
+from service.config import Settings
+from service.server import server_options
 from tests.rpc import failure_of
 
 SERVICE = "test.v1.Fake"
@@ -188,3 +190,27 @@ async def test_calls_past_the_in_flight_bound_are_refused_at_once_with_retry_inf
         while server.layer.in_flight:  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.01)
     assert await echo(b"again", timeout=5) == b"again"
+
+
+async def test_streams_past_the_per_connection_limit_wait_in_the_client() -> None:
+    fake = FakeServer()
+    server = grpc.aio.server(options=server_options(Settings(max_concurrent_streams=2)))
+    server.add_generic_rpc_handlers((fake.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            waits = channel.unary_stream(f"/{SERVICE}/Waits", identity, identity)
+            held = [waits(b"", timeout=10) for _ in range(2)]
+            for call in held:
+                assert await call.read() == b"first"
+            third = waits(b"", timeout=10)
+            reading = asyncio.ensure_future(third.read())
+            done, _ = await asyncio.wait([reading], timeout=0.5)
+            assert not done, "a third stream ran past the limit of two"
+            held[0].cancel()  # a slot frees: the third starts, nothing was refused
+            assert await asyncio.wait_for(reading, 5) == b"first"
+            for call in (held[1], third):
+                call.cancel()
+    finally:
+        await server.stop(0)
