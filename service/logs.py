@@ -56,7 +56,7 @@ def _method_of(message: str) -> str:
 def configure_logging(log_format: str) -> None:
     # Neither format prints the caller's file and line, the thread or the process, so
     # records do not collect them (the switches of the logging HOWTO's "Optimization"
-    # section): the line every call writes costs ~0.04 ms of CPU less (BENCHMARKS.md).
+    # section): the line every call writes costs less CPU (BENCHMARKS.md).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-# Unary calls here take about a millisecond; the default buckets start at 5 ms.
+# Unary calls here take about a millisecond, below the default buckets' first bound.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip

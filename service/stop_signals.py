@@ -1,9 +1,9 @@
 """SIGTERM and SIGINT mean stop, from the first line of `python -m service serve` on.
 
-`__main__` calls catch_early before the ~0.5 s of imports that precede any event loop:
+`__main__` calls catch_early before the imports that precede any event loop:
 a stop signal then would otherwise meet the kernel's default (exit -15) or become a
 KeyboardInterrupt, not the clean stop (exit 0) that service/startup.py makes of it once
-the loop runs. Hence this module imports `signal` alone; asyncio would cost ~50 ms more.
+the loop runs. Hence this module imports `signal` alone: asyncio would widen that window.
 """
 
 from __future__ import annotations

@@ -110,8 +110,8 @@ class UserService(pb_grpc.UserServiceServicer):
 
 
 def _rows_of(requests: Iterable[pb.CreateUserRequest]) -> list[bulk.RowInput]:
-    # ImportUsers converts a million rows a call: names bound once, fields positional
-    # (about 8% less time a row).
+    # ImportUsers converts up to a million rows a call: names bound once, fields
+    # positional (measured in BENCHMARKS.md, bulk).
     row_input, user_input_of = bulk.RowInput, convert.user_input_of
     return [
         row_input(user_input_of(r.user) if r.HasField("user") else None, r.request_id)
