@@ -1,8 +1,9 @@
 """Brings a database's schema to the newest Alembic revision.
 
 Alembic, with what it imports, is a large share of an idle server's memory, kept for the
-life of the process once loaded (BENCHMARKS.md). `serve` therefore reads the stored revision first and loads
-Alembic only when there is something to migrate; `migrate` always runs it.
+life of the process once loaded (BENCHMARKS.md). `serve` therefore reads the stored
+revision first and loads Alembic only when there is something to migrate; `migrate`
+always runs it.
 """
 
 from __future__ import annotations
