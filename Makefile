@@ -6,7 +6,7 @@ PROTO_INCLUDE = $$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(o
 GOOGLEAPIS = $$($(BIN)/python -c 'import google.rpc, os; print(os.path.dirname(os.path.dirname(list(google.rpc.__path__)[0])))')
 PROTOS := $(wildcard protos/users/v1/*.proto)
 
-.PHONY: run test lint gen check-gen bench dbs clean
+.PHONY: run test unit lint gen check-gen bench dbs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ dbs:
 test: $(BIN)/.installed node_modules/.installed
 	bash scripts/test-databases.sh
 	$(BIN)/pytest -q
+
+# Use cases on in-memory fakes of the ports, and pure rules: no database, a few seconds.
+unit: $(BIN)/.installed
+	$(BIN)/pytest -q tests/unit tests/domain
 
 # Every suite, one after another (about 17 minutes): the unary table against raw asyncpg,
 # the ceiling against a bare grpc.aio server (issue 7), listing and bulk at a million users,
