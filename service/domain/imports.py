@@ -16,35 +16,33 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 
-from service.domain import validation as check
-from service.domain.bulk import RowInput, check_replay, repeats, row_field
+from service.domain.bulk import RowInput
 from service.domain.errors import (
     AlreadyExistsError,
-    DomainError,
-    EmailTakenError,
     FieldViolation,
     ImportExpiredError,
     ImportIdleError,
     InvalidArgumentError,
     NotFoundError,
-    RequestIdReusedError,
-    UserNotFoundError,
 )
-from service.domain.models import NewUser, View, utc_now
+from service.domain.import_rows import (
+    METHOD,
+    CheckedChunk,
+    checked_chunk,
+    clash_error,
+    sorted_rows,
+)
+from service.domain.models import utc_now
 from service.domain.ports import (
     ImportClashes,
-    ReadingUnit,
     StagedClash,
     StagedRepeatError,
-    StagedUser,
     UnitOfWorkFactory,
 )
-from service.domain.users import REQUEST_ID_TTL, validate_new_user
+from service.domain.users import REQUEST_ID_TTL
 
-METHOD = "ImportUsers"
 IMPORT_MAX = 1_000_000  # rows a call (API.md)
 MESSAGE_MAX = 1000  # rows a message (API.md)
 IDLE_SECONDS = 60.0  # API.md: a client silent for longer is aborted
@@ -165,7 +163,7 @@ class _Staging:
         await self._send()
         await self._written()
         if self._opened and self._heartbeat_due():
-            await self._write(_checked([], self._buffer_start))
+            await self._write(checked_chunk([], self._buffer_start))
 
     async def finish(self) -> int:
         if not self._opened:
@@ -176,7 +174,7 @@ class _Staging:
             if outcome is None:
                 raise ImportExpiredError()
             if isinstance(outcome, StagedClash):
-                raise _clash_error(outcome)
+                raise clash_error(outcome)
             await uow.commit()
         return outcome + self._replayed
 
@@ -196,7 +194,7 @@ class _Staging:
             chunk, start = self._buffer[:CHUNK], self._buffer_start
             del self._buffer[:CHUNK]
             self._buffer_start += len(chunk)
-            checked = _checked(chunk, start)  # while the chunk before is being written
+            checked = checked_chunk(chunk, start)  # while the chunk before is being written
             # Its error comes first, even over one found just now: its rows came first.
             await self._written()
             self._began = True
@@ -218,7 +216,7 @@ class _Staging:
         # its error, if any, loses to the one this call already fails with.
         await asyncio.gather(writing, return_exceptions=True)
 
-    async def _write(self, chunk: _Checked) -> None:
+    async def _write(self, chunk: CheckedChunk) -> None:
         # The chunk is checked against stored users, not against the rows earlier chunks
         # staged: PostgreSQL plans that probe of import_rows badly whenever its statistics
         # are stale, hashing every staged row once a chunk (quadratic). The unique
@@ -236,7 +234,7 @@ class _Staging:
         self._last_write = time.monotonic()
         self._replayed += replayed
 
-    async def _stage(self, chunk: _Checked) -> int | None:
+    async def _stage(self, chunk: CheckedChunk) -> int | None:
         """Stages the chunk; how many of its rows were replayed, None if it was purged."""
         async with self._uow.writing() as uow:
             now = utc_now()
@@ -246,7 +244,7 @@ class _Staging:
             clashes = ImportClashes(
                 staged_emails=set(), stored_emails=stored, staged_request_ids=set()
             )
-            staged, replayed = await _sorted_rows(uow, chunk, clashes)
+            staged, replayed = await sorted_rows(uow, chunk, clashes)
             # Only after the rows before it: their clashes come earlier in the stream.
             if chunk.invalid is not None:
                 raise chunk.invalid
@@ -255,111 +253,14 @@ class _Staging:
             await uow.commit()
         return replayed
 
-    async def _raise_first_bad_row(self, chunk: _Checked) -> None:
+    async def _raise_first_bad_row(self, chunk: CheckedChunk) -> None:
         """Checks the chunk against what earlier chunks staged too, in a transaction of
         its own: the failed one may be unusable (PostgreSQL) and was rolled back."""
         async with self._uow.reading() as uow:
             clashes = await uow.imports.clashes(self._import_id, chunk.emails, chunk.request_ids)
-            await _sorted_rows(uow, chunk, clashes)
+            await sorted_rows(uow, chunk, clashes)
         if chunk.invalid is not None:
             raise chunk.invalid
 
     def _heartbeat_due(self) -> bool:
         return time.monotonic() - self._last_write >= HEARTBEAT_SECONDS
-
-
-async def _sorted_rows(
-    uow: ReadingUnit, chunk: _Checked, clashes: ImportClashes
-) -> tuple[list[StagedUser], int]:
-    """The rows to stage and how many were replayed; raises at the first bad row."""
-    news, keys, start = chunk.news, chunk.keys, chunk.start
-    if not news:
-        return [], 0
-    now = utc_now()
-    present = chunk.request_ids
-    earlier_emails = repeats(chunk.emails)
-    if not (present or earlier_emails or clashes.staged_emails or clashes.stored_emails):
-        # Most chunks: no request_id and no email taken, so every row is staged as it is.
-        return [StagedUser(start + offset, new, "") for offset, new in enumerate(news)], 0
-    records = await uow.requests.find_many(METHOD, present, now - REQUEST_ID_TTL)
-    remembered = {records[key].resource_id for key in present if key in records}
-    replays = [i for i in remembered if i is not None]
-    # Asked only when there are any: a round trip saved per chunk of a first attempt.
-    stored = await uow.users.get_many(replays, View.BASIC) if replays else {}
-    earlier_keys = repeats(keys)
-    staged: list[StagedUser] = []
-    replayed = 0
-    for offset, (new, key) in enumerate(zip(news, keys, strict=True)):
-        index = start + offset
-        if offset in earlier_keys or key in clashes.staged_request_ids:
-            earlier = earlier_keys.get(offset)
-            raise _repeated_request_id(index, None if earlier is None else start + earlier)
-        user_id = check_replay(index, new, records.get(key))
-        if user_id is not None:
-            if user_id not in stored:
-                raise UserNotFoundError(user_id)  # API.md: a retry after a delete
-            replayed += 1
-            continue
-        earlier = earlier_emails.get(offset)
-        _check_email(index, new, None if earlier is None else start + earlier, clashes)
-        staged.append(StagedUser(index, new, key))
-    return staged, replayed
-
-
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    """A chunk's rows as far as they can be checked without the database."""
-
-    start: int  # stream position of its first row
-    news: list[NewUser]  # normalised, up to its first invalid row
-    keys: list[str]  # their request_ids
-    invalid: InvalidArgumentError | None  # the first invalid row's violations
-
-    @property
-    def emails(self) -> list[str]:
-        return [new.email for new in self.news]
-
-    @property
-    def request_ids(self) -> list[str]:
-        return [key for key in self.keys if key]
-
-
-def _checked(chunk: Sequence[RowInput], start: int) -> _Checked:
-    found = check.Violations()  # one for all: checking stops at the first violation
-    news: list[NewUser] = []
-    for offset, row in enumerate(chunk):
-        new = validate_new_user(found, f"requests[{start + offset}].", row.user, row.request_id)
-        if found.items:
-            keys = [row.request_id for row in chunk[:offset]]
-            return _Checked(start, news, keys, InvalidArgumentError(found.items))
-        news.append(new)
-    return _Checked(start, news, [row.request_id for row in chunk], None)
-
-
-def _check_email(index: int, new: NewUser, earlier: int | None, clashes: ImportClashes) -> None:
-    field = row_field(index, "user.email")
-    if earlier is not None:
-        raise EmailTakenError(new.email, field, by=f"requests[{earlier}] of this import")
-    if new.email in clashes.staged_emails:
-        raise EmailTakenError(new.email, field, by="an earlier row of this import")
-    if new.email in clashes.stored_emails:
-        raise EmailTakenError(new.email, field)
-
-
-def _repeated_request_id(index: int, earlier: int | None) -> InvalidArgumentError:
-    which = "an earlier row of this import" if earlier is None else f"requests[{earlier}]"
-    return InvalidArgumentError(
-        [
-            FieldViolation(
-                row_field(index, "request_id"),
-                f"repeats the request_id of {which}; each row needs its own",
-            )
-        ]
-    )
-
-
-def _clash_error(clash: StagedClash) -> DomainError:
-    # Something stored since the row was staged took its email or its request_id.
-    if clash.request_id:
-        return RequestIdReusedError(row_field(clash.stream_index, "request_id"))
-    return EmailTakenError(clash.email, row_field(clash.stream_index, "user.email"))
