@@ -25,7 +25,8 @@ from bench.measurement import REPO, BenchError, percentile, say
 from bench.report import Environment, load_average
 from bench.server_process import ServerProcess
 from service.api.page_tokens import PageTokenCodec
-from service.domain.listing import Cursor, Ordering, SortField, UserFilter, users_scope
+from service.domain.listing import users_scope
+from service.domain.queries import Cursor, Ordering, SortField, UserFilter
 
 PAGE_SIZE = 50
 DEEP_PAGE = 10_000

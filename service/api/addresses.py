@@ -12,8 +12,8 @@ from users.v1.resources_pb2 import Address as AddressMessage
 
 from service.api import convert
 from service.domain import addresses
-from service.domain.listing import PageTokens
 from service.domain.ports import UnitOfWorkFactory
+from service.domain.queries import PageTokens
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

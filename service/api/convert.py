@@ -10,8 +10,8 @@ from users.v1 import resources_pb2 as pb
 from users.v1 import user_service_pb2
 
 from service.domain.errors import FieldViolation, InvalidArgumentError
-from service.domain.listing import ListUsersInput
 from service.domain.models import Address, User, View, etag_of
+from service.domain.queries import ListUsersInput
 from service.domain.rows import AddressRow, RowBatch
 from service.domain.users import UserInput
 

@@ -20,7 +20,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import TypeGuard
 
-from service.domain.listing import Cursor, PageTokenError, SortKey
+from service.domain.queries import Cursor, PageTokenError, SortKey
 
 _VERSION = 1
 _MAC_SIZE = 32
@@ -39,7 +39,7 @@ _OTHER_REQUEST = (
 
 
 class PageTokenCodec:
-    """Implements service.domain.listing.PageTokens with one server key."""
+    """Implements service.domain.queries.PageTokens with one server key."""
 
     def __init__(self, key: bytes) -> None:
         if not key:

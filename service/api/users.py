@@ -14,9 +14,9 @@ from users.v1.resources_pb2 import User as UserMessage
 from service.api import convert
 from service.api.errors import NotImplementedYetError
 from service.domain import bulk, imports, listing, streaming, users
-from service.domain.listing import PageTokens
 from service.domain.models import View
 from service.domain.ports import UnitOfWorkFactory
+from service.domain.queries import PageTokens
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SERVICE = "users.v1.UserService"

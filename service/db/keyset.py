@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, exists, or_, tuple_
 
 from service.db.tables import addresses, users
-from service.domain.listing import Cursor, Ordering, SortField, UserFilter, UsersPageQuery
+from service.domain.queries import Cursor, Ordering, SortField, UserFilter, UsersPageQuery
 
 # Escapes LIKE wildcards in address_email_contains; "\" would be an escape by default on
 # MariaDB and PostgreSQL, so an explicit ESCAPE character makes it plain on all three.

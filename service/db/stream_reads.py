@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import keyset
 from service.db.tables import addresses, users
-from service.domain.listing import UserFilter
+from service.domain.queries import UserFilter
 from service.domain.rows import AddressRow, RowBatch, UserRow
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,7 +19,7 @@ from service.db import keyset, stream_reads
 from service.db.errors import driver_errors_translated, is_unique_violation
 from service.db.tables import addresses, users
 from service.domain.errors import EmailTakenError
-from service.domain.listing import UserFilter, UsersPageQuery
+from service.domain.queries import UserFilter, UsersPageQuery
 from service.domain.models import Address, NewUser, User, UserChanges, View
 from service.domain.rows import RowBatch
 

@@ -18,6 +18,7 @@ from service.domain.errors import (
 )
 from service.domain.models import Address, View, utc_now
 from service.domain.ports import ReadingUnit, UnitOfWork, UnitOfWorkFactory
+from service.domain.queries import PAGE_MAX, Cursor, Page, PageTokens
 
 # API.md: paths naming output-only fields are ignored, never an error.
 _OUTPUT_ONLY = frozenset({"id", "user_id", "create_time", "update_time", "etag"})
@@ -90,14 +91,14 @@ async def delete_address(new_uow: UnitOfWorkFactory, address_id: int, etag: str)
 
 async def list_addresses(
     new_uow: UnitOfWorkFactory,
-    tokens: listing.PageTokens,
+    tokens: PageTokens,
     user_id: int,
     page_size: int,
     page_token: str,
-) -> listing.Page[Address]:
+) -> Page[Address]:
     found = check.Violations()
     check.check_id(found, "user_id", user_id)
-    limit = listing.check_page_size(found, "page_size", page_size, listing.PAGE_MAX)
+    limit = listing.check_page_size(found, "page_size", page_size, PAGE_MAX)
     scope = listing.addresses_scope(user_id)
     after = None
     if user_id > 0:  # the token is bound to the user, so only a valid one can check it
@@ -108,7 +109,7 @@ async def list_addresses(
             raise UserNotFoundError(user_id)
         after_id = None if after is None else after.id
         rows = await uow.addresses.list_page(user_id, after_id, limit + 1)
-    return listing.page_of(rows, limit, lambda a: listing.Cursor(a.id, a.id), tokens, scope)
+    return listing.page_of(rows, limit, lambda a: Cursor(a.id, a.id), tokens, scope)
 
 
 def _email_change(found: check.Violations, email: str, paths: Sequence[str]) -> str | None:

@@ -8,8 +8,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from service.domain.listing import UserFilter, UsersPageQuery
 from service.domain.models import Address, NewUser, User, UserChanges, View
+from service.domain.queries import UserFilter, UsersPageQuery
 from service.domain.rows import RowBatch
 
 

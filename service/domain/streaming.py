@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from service.domain import validation as check
-from service.domain.listing import UserFilter, check_user_filter
+from service.domain.listing import check_user_filter
 from service.domain.models import View
 from service.domain.ports import UnitOfWorkFactory
+from service.domain.queries import UserFilter
 from service.domain.rows import RowBatch
 
 DEFAULT_BATCH = 500  # API.md: batch_size 0 means 500

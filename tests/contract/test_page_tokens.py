@@ -15,7 +15,8 @@ from users.v1.user_service_pb2 import ListUsersRequest
 from service import server
 from service.api.page_tokens import PageTokenCodec
 from service.config import Settings
-from service.domain.listing import Cursor, Ordering, SortField, UserFilter, users_scope
+from service.domain.listing import users_scope
+from service.domain.queries import Cursor, Ordering, SortField, UserFilter
 from tests.paging import fresh_domain, ids_of, request_with_token, seed_users
 from tests.rpc import AddressStub, UserStub, create_user, fails
 

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.db.uow import SqlUnitOfWork
-from service.domain.listing import Cursor, Ordering, SortField, UserFilter, UsersPageQuery
 from service.domain.models import User, View
+from service.domain.queries import Cursor, Ordering, SortField, UserFilter, UsersPageQuery
 from tests.backends import fresh_database
 from tests.statements import recorded_statements
 

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.db.uow import SqlUnitOfWork
-from service.domain.listing import Ordering, UserFilter, UsersPageQuery
 from service.domain.models import NewUser, View, utc_now
+from service.domain.queries import Ordering, UserFilter, UsersPageQuery
 from tests.backends import ADMIN_URLS, fresh_database
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from service.domain import listing
 from service.domain import validation as check
-from service.domain.listing import Ordering, SortField, UserFilter
+from service.domain.queries import Ordering, SortField, UserFilter
 
 
 @pytest.mark.parametrize(

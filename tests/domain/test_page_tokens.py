@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from service.api.page_tokens import TOKEN_MAX, PageTokenCodec
-from service.domain.listing import Cursor, PageTokenError, SortKey
+from service.domain.queries import Cursor, PageTokenError, SortKey
 
 CODEC = PageTokenCodec(b"test key")
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from service.domain.errors import AddressExistsError, EmailTakenError, UserNotFoundError
-from service.domain.listing import SortKey, UserFilter, UsersPageQuery
 from service.domain.models import Address, NewUser, User, UserChanges, View
+from service.domain.queries import SortKey, UserFilter, UsersPageQuery
 from service.domain.rows import AddressRow, RowBatch, UserRow
 from tests.unit.fake_tables import Session, Writes
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from service.domain.listing import Cursor, PageTokenError
 from service.domain.models import Address, User
 from service.domain.ports import RequestRecord, StagedUser, UnitOfWorkFactory
+from service.domain.queries import Cursor, PageTokenError
 from tests.unit.fake_imports import FakeImports, FakeRequests
 from tests.unit.fake_tables import (
     FakeConflictError,

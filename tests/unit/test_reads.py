@@ -10,8 +10,8 @@ import pytest
 from service.domain import addresses, bulk, listing, streaming, users
 from service.domain.bulk import RowInput
 from service.domain.errors import InvalidArgumentError, UserNotFoundError
-from service.domain.listing import ListUsersInput
 from service.domain.models import User, View
+from service.domain.queries import ListUsersInput
 from service.domain.users import UserInput
 from tests.unit.fakes import FakeDatabase, FakePageTokens, FakeUnitOfWorkFactory
 from tests.unit.inputs import person
