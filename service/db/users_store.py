@@ -10,18 +10,18 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-from service.db.errors import driver_errors_translated, is_unique_violation
-from service.db.tables import addresses, users
-from service.domain.errors import EmailTakenError
-from service.domain.models import Address, NewUser, User, UserChanges, View
-from service.domain.queries import UserFilter, UsersPageQuery
-from service.domain.rows import RowBatch
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import keyset, stream_reads
+from service.db.errors import driver_errors_translated, is_unique_violation
+from service.db.tables import addresses, users
+from service.domain.errors import EmailTakenError
+from service.domain.models import Address, NewUser, User, UserChanges, View
+from service.domain.queries import UserFilter, UsersPageQuery
+from service.domain.rows import RowBatch
 
 _Row = Row[Any, Any, Any, Any, Any, Any]
 _USER_COLUMNS = (
