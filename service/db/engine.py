@@ -10,6 +10,8 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
+from service.db.cancellation import release_sqlite_writer
+
 SUPPORTED_DRIVERS = {
     "postgresql+asyncpg": "PostgreSQL",
     "mysql+aiomysql": "MariaDB/MySQL",
@@ -86,6 +88,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "handle_error", release_sqlite_writer)
     elif url.get_backend_name() == "postgresql":
         event.listen(engine.sync_engine, "checkout", _replace_if_closed)
     return engine

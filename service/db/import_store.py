@@ -28,7 +28,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.errors import driver_errors_translated, is_unique_violation
+from service.db.cancellation import driver_of
+from service.db.errors import is_unique_violation
 from service.db.tables import (
     addresses,
     import_addresses,
@@ -132,9 +133,7 @@ class ImportStore:
             )
             return
         # The asyncpg connection under this transaction: the COPY is part of it.
-        driver = (await self._connection.get_raw_connection()).driver_connection
-        assert driver is not None
-        async with driver_errors_translated():
+        async with driver_of(self._connection) as driver:
             await driver.copy_records_to_table(table.name, records=records, columns=columns)
 
     async def promote(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import keyset, stream_reads
-from service.db.errors import driver_errors_translated, is_unique_violation
+from service.db.cancellation import driver_of
+from service.db.errors import is_unique_violation
 from service.db.tables import addresses, users
 from service.domain.errors import EmailTakenError
 from service.domain.models import Address, NewUser, User, UserChanges, View
@@ -140,17 +140,8 @@ class UsersStore:
         """
         if self._connection.dialect.name != "postgresql":
             return (await self.get_many([user_id], view)).get(user_id)
-        driver = (await self._connection.get_raw_connection()).driver_connection
-        assert driver is not None
-        try:
-            async with driver_errors_translated():
-                rows = await driver.fetch(_ONE_ON_ASYNCPG[view], user_id)
-        except BaseException:
-            # A statement cut short (cancelled call, passed deadline, lost server) can
-            # leave asyncpg's connection busy or broken. SQLAlchemy discards its own in
-            # that case; this one is discarded too, never handed to the next call.
-            await asyncio.shield(self._connection.invalidate())
-            raise
+        async with driver_of(self._connection) as driver:
+            rows = await driver.fetch(_ONE_ON_ASYNCPG[view], user_id)
         if not rows:
             return None
         return user_from(rows[0]) if view is View.BASIC else _users_with_addresses(rows)[user_id]
