@@ -28,9 +28,9 @@ from service.domain.errors import (
     AddressExistsError,
     DatabaseUnavailableError,
     EmailTakenError,
+    StagedRepeatError,
     UserNotFoundError,
 )
-from service.domain.ports import StagedRepeatError
 
 _PG_UNIQUE_VIOLATION = "23505"
 _MYSQL_DUPLICATE_ENTRY = 1062
@@ -156,20 +156,6 @@ def _sqlite_constraint(message: str, table: Table | None) -> str | None:
         ):
             return constraint.name
     return None
-
-
-def is_unique_violation(error: BaseException) -> bool:
-    """A SQLAlchemy IntegrityError for a unique key, or asyncpg's own error where the
-    driver is used directly (COPY)."""
-    orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
-    errno = _mysql_errno(orig)
-    if errno is not None:
-        return errno == _MYSQL_DUPLICATE_ENTRY
-    sqlite_error = _sqlite_error(orig)
-    if sqlite_error is not None:
-        name = getattr(sqlite_error, "sqlite_errorname", "")
-        return name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
-    return getattr(orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION
 
 
 def is_unavailable(error: BaseException) -> bool:

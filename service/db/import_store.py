@@ -6,8 +6,7 @@ import take their locks in the same order.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,11 +24,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.cancellation import driver_of
-from service.db.errors import is_unique_violation
+from service.db.errors import KeyTakenError, execute
+from service.db.raw import copy_records
 from service.db.tables import (
     addresses,
     import_addresses,
@@ -40,7 +38,8 @@ from service.db.tables import (
 from service.db.tables import request_ids as request_id_records
 from service.db.types import UtcDateTime
 from service.db.users_store import domain_of
-from service.domain.ports import ImportClashes, StagedClash, StagedRepeatError, StagedUser
+from service.domain.errors import EmailTakenError
+from service.domain.ports import ImportClashes, StagedClash, StagedUser
 
 _CREATED = ("create_time", "update_time", "version")
 
@@ -115,8 +114,9 @@ class ImportStore:
             for row in rows
             for index, email in enumerate(row.user.address_emails)
         ]
-        async with _repeats_reported():
-            await self._write(import_rows, staged)
+        # A row that repeats an earlier one breaks a unique key of the staging tables:
+        # StagedRepeatError (db/errors.py), as the caller checks rows only against users.
+        await self._write(import_rows, staged)
         await self._write(import_addresses, owned)
         return True
 
@@ -128,13 +128,13 @@ class ImportStore:
             return
         columns = [column.name for column in table.columns]
         if self._connection.dialect.name != "postgresql":
-            await self._connection.execute(
-                insert(table), [dict(zip(columns, record, strict=True)) for record in records]
+            await execute(
+                self._connection,
+                insert(table),
+                [dict(zip(columns, record, strict=True)) for record in records],
             )
             return
-        # The asyncpg connection under this transaction: the COPY is part of it.
-        async with driver_of(self._connection) as driver:
-            await driver.copy_records_to_table(table.name, records=records, columns=columns)
+        await copy_records(self._connection, table, columns, records)
 
     async def promote(
         self, import_id: str, method: str, now: datetime, since: datetime
@@ -147,9 +147,8 @@ class ImportStore:
             async with self._connection.begin_nested():
                 await self._forget_expired_request_ids(import_id, method, since)
                 return await self._create_staged(import_id, method, now)
-        except IntegrityError as error:
-            if not is_unique_violation(error):
-                raise
+        except (EmailTakenError, KeyTakenError):
+            # Stored since the rows were staged: which row, and what it clashed with.
             clash = await self._first_clash(import_id, method, since)
             if clash is None:
                 raise
@@ -209,17 +208,19 @@ class ImportStore:
         stamp = (literal(now, UtcDateTime()), literal(now, UtcDateTime()), literal(1))
         staged = import_rows.c.import_id == import_id
         # Ids follow the stream's order: one statement, in the order the rows were sent.
-        await self._connection.execute(
+        await execute(
+            self._connection,
             insert(users).from_select(
                 ["name", "email", "email_domain", *_CREATED],
                 select(import_rows.c.name, import_rows.c.email, import_rows.c.email_domain, *stamp)
                 .where(staged)
                 .order_by(import_rows.c.stream_index),
-            )
+            ),
         )
         # Joined by email: the unique index makes it the user just created from the row.
         created = import_rows.join(users, users.c.email == import_rows.c.email)
-        await self._connection.execute(
+        await execute(
+            self._connection,
             insert(addresses).from_select(
                 ["user_id", "email", *_CREATED],
                 select(users.c.id, import_addresses.c.email, *stamp)
@@ -234,9 +235,10 @@ class ImportStore:
                 )
                 .where(import_addresses.c.import_id == import_id)
                 .order_by(import_addresses.c.stream_index, import_addresses.c.address_index),
-            )
+            ),
         )
-        await self._connection.execute(
+        await execute(
+            self._connection,
             insert(request_id_records).from_select(
                 ["method", "request_id", "fingerprint", "resource_id", "create_time"],
                 select(
@@ -248,7 +250,7 @@ class ImportStore:
                 )
                 .select_from(created)
                 .where(staged, import_rows.c.request_id.is_not(None)),
-            )
+            ),
         )
         count = await self._connection.scalar(
             select(func.count()).select_from(import_rows).where(staged)
@@ -299,16 +301,3 @@ class ImportStore:
                 )
             )
         return min(clashes, key=lambda clash: clash.stream_index, default=None)
-
-
-@asynccontextmanager
-async def _repeats_reported() -> AsyncIterator[None]:
-    """A unique violation on import_rows becomes StagedRepeatError: the caller checks
-    its rows only against users, and lets uq_import_rows_import_id_email and
-    uq_import_rows_import_id_request_id catch a row that repeats an earlier one."""
-    try:
-        yield
-    except Exception as error:  # SQLAlchemy's IntegrityError, or asyncpg's own from COPY
-        if is_unique_violation(error):
-            raise StagedRepeatError() from error
-        raise

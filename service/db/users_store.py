@@ -10,15 +10,12 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import keyset, stream_reads
-from service.db.cancellation import driver_of
-from service.db.errors import is_unique_violation
+from service.db.errors import Subject, execute
+from service.db.raw import RawQuery
 from service.db.tables import addresses, users
-from service.domain.errors import EmailTakenError
 from service.domain.models import Address, NewUser, User, UserChanges, View
 from service.domain.queries import UserFilter, UsersPageQuery
 from service.domain.rows import RowBatch
@@ -64,12 +61,17 @@ _WITH_ADDRESSES = (
 )
 _FULL_ONE = _WITH_ADDRESSES.where(users.c.id == _ONE_ID)
 _FULL_MANY = _WITH_ADDRESSES.where(users.c.id.in_(_MANY_IDS))
-# GetUser on PostgreSQL: the same two statements as SQL text for asyncpg (`$1` for the
-# id), rendered once; asyncpg prepares each once per connection and caches it.
-_ONE_ON_ASYNCPG = {
-    view: str(statement.compile(dialect=postgresql.asyncpg.dialect()))  # type: ignore[no-untyped-call]
-    for view, statement in ((View.BASIC, _BASIC_ONE), (View.FULL, _FULL_ONE))
-}
+# GetUser on PostgreSQL: the same two statements for asyncpg directly (db/raw.py),
+# rendered once; asyncpg prepares each once per connection and caches it.
+_ONE_ON_ASYNCPG = {View.BASIC: RawQuery(_BASIC_ONE), View.FULL: RawQuery(_FULL_ONE)}
+# Where each column sits in a row of _WITH_ADDRESSES (a prefix of it for _USER_COLUMNS):
+# SQLAlchemy Rows and asyncpg Records are both read by these names, at tuple speed.
+_AT = _ONE_ON_ASYNCPG[View.FULL].at
+_ID, _NAME, _EMAIL = _AT["id"], _AT["name"], _AT["email"]
+_CREATE_TIME, _UPDATE_TIME, _VERSION = _AT["create_time"], _AT["update_time"], _AT["version"]
+_ADDRESS_ID, _ADDRESS_EMAIL = _AT["address_id"], _AT["address_email"]
+_ADDRESS_CREATE_TIME, _ADDRESS_UPDATE_TIME = _AT["address_create_time"], _AT["address_update_time"]
+_ADDRESS_VERSION = _AT["address_version"]
 _FOR_UPDATE = select(*_USER_COLUMNS).where(users.c.id == _ONE_ID).with_for_update()
 _INSERT_USER = insert(users)
 
@@ -79,26 +81,24 @@ class UsersStore:
         self._connection = connection
 
     async def insert(self, new: NewUser, now: datetime) -> int:
-        try:
-            result = await self._connection.execute(
-                _INSERT_USER,
-                {
-                    "name": new.name,
-                    "email": new.email,
-                    "email_domain": domain_of(new.email),
-                    "create_time": now,
-                    "update_time": now,
-                    "version": 1,
-                },
-            )
-        except IntegrityError as error:
-            if is_unique_violation(error):
-                raise EmailTakenError(new.email) from error
-            raise
+        result = await execute(
+            self._connection,
+            _INSERT_USER,
+            {
+                "name": new.name,
+                "email": new.email,
+                "email_domain": domain_of(new.email),
+                "create_time": now,
+                "update_time": now,
+                "version": 1,
+            },
+            subject=Subject(email=new.email),
+        )
         assert result.inserted_primary_key is not None
         user_id = int(result.inserted_primary_key[0])
         if new.address_emails:
-            await self._connection.execute(
+            await execute(
+                self._connection,
                 insert(addresses),
                 [
                     {
@@ -140,8 +140,7 @@ class UsersStore:
         """
         if self._connection.dialect.name != "postgresql":
             return (await self.get_many([user_id], view)).get(user_id)
-        async with driver_of(self._connection) as driver:
-            rows = await driver.fetch(_ONE_ON_ASYNCPG[view], user_id)
+        rows = await _ONE_ON_ASYNCPG[view].fetch(self._connection, id=user_id)
         if not rows:
             return None
         return user_from(rows[0]) if view is View.BASIC else _users_with_addresses(rows)[user_id]
@@ -172,14 +171,11 @@ class UsersStore:
         if changes.email is not None:
             values["email"] = changes.email
             values["email_domain"] = domain_of(changes.email)
-        try:
-            await self._connection.execute(
-                update(users).where(users.c.id == user_id).values(values)
-            )
-        except IntegrityError as error:
-            if is_unique_violation(error) and changes.email is not None:
-                raise EmailTakenError(changes.email) from error
-            raise
+        await execute(
+            self._connection,
+            update(users).where(users.c.id == user_id).values(values),
+            subject=Subject(email=changes.email or ""),
+        )
 
     async def count_addresses(self, user_id: int) -> int:
         count = await self._connection.scalar(
@@ -228,19 +224,18 @@ def domain_of(email: str) -> str:
     return email.rpartition("@")[2]
 
 
-# Rows are read by position, in the order of _USER_COLUMNS then _OWNED_COLUMNS, so
-# that SQLAlchemy Rows and asyncpg Records (GetUser on PostgreSQL) fold alike.
+# SQLAlchemy Rows and asyncpg Records (GetUser on PostgreSQL) alike, read through _AT.
 _AnyRow = Sequence[Any]
 
 
 def user_from(row: _AnyRow, owned: tuple[Address, ...] | None = None) -> User:
     return User(
-        id=row[0],
-        name=row[1],
-        email=row[2],
-        create_time=row[3],
-        update_time=row[4],
-        version=row[5],
+        id=row[_ID],
+        name=row[_NAME],
+        email=row[_EMAIL],
+        create_time=row[_CREATE_TIME],
+        update_time=row[_UPDATE_TIME],
+        version=row[_VERSION],
         addresses=owned,
     )
 
@@ -248,20 +243,20 @@ def user_from(row: _AnyRow, owned: tuple[Address, ...] | None = None) -> User:
 def _users_with_addresses(rows: Sequence[_AnyRow]) -> dict[int, User]:
     """Folds the user-per-address rows of _WITH_ADDRESSES (ordered by user, address)."""
     found: dict[int, User] = {}
-    for user_id, joined_rows in groupby(rows, key=itemgetter(0)):
+    for user_id, joined_rows in groupby(rows, key=itemgetter(_ID)):
         group = list(joined_rows)
         owned = tuple(
             Address(
-                id=joined[6],
+                id=joined[_ADDRESS_ID],
                 user_id=user_id,
-                email=joined[7],
-                create_time=joined[8],
-                update_time=joined[9],
-                version=joined[10],
+                email=joined[_ADDRESS_EMAIL],
+                create_time=joined[_ADDRESS_CREATE_TIME],
+                update_time=joined[_ADDRESS_UPDATE_TIME],
+                version=joined[_ADDRESS_VERSION],
             )
             # A user without addresses is one row of NULL address columns (LEFT JOIN).
             for joined in group
-            if joined[6] is not None
+            if joined[_ADDRESS_ID] is not None
         )
         found[user_id] = user_from(group[0], owned)
     return found

@@ -8,7 +8,8 @@
     │   └── AddressNotFoundError
     ├── AlreadyExistsError
     │   ├── EmailTakenError
-    │   └── AddressExistsError
+    │   ├── AddressExistsError
+    │   └── StagedRepeatError         an import row repeats an earlier one (internal)
     ├── StaleEtagError
     ├── FailedPreconditionError
     │   ├── UserHasAddressesError
@@ -134,6 +135,17 @@ class AddressExistsError(AlreadyExistsError):
     @property
     def metadata(self) -> dict[str, str]:
         return {"field": self.field, "user_id": str(self.user_id)}
+
+
+class StagedRepeatError(AlreadyExistsError):
+    """ImportsRepository.stage: a row repeats the email or request_id of a row the import
+    staged before (nothing of the chunk stays once its transaction is rolled back). The
+    import use case names the row and what it repeats; this never reaches a client."""
+
+    reason = "IMPORT_ROW_REPEATED"
+
+    def __init__(self) -> None:
+        super().__init__("a row repeats an earlier row of this import", "requests")
 
 
 class StaleEtagError(DomainError):

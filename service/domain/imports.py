@@ -26,6 +26,7 @@ from service.domain.errors import (
     ImportIdleError,
     InvalidArgumentError,
     NotFoundError,
+    StagedRepeatError,
 )
 from service.domain.import_rows import (
     METHOD,
@@ -35,12 +36,7 @@ from service.domain.import_rows import (
     sorted_rows,
 )
 from service.domain.models import utc_now
-from service.domain.ports import (
-    ImportClashes,
-    StagedClash,
-    StagedRepeatError,
-    UnitOfWorkFactory,
-)
+from service.domain.ports import ImportClashes, StagedClash, UnitOfWorkFactory
 from service.domain.users import REQUEST_ID_TTL
 
 IMPORT_MAX = 1_000_000  # rows a call (API.md)

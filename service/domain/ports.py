@@ -159,11 +159,6 @@ class StagedClash:
     request_id: str  # set when the request_id clashed rather than the email
 
 
-class StagedRepeatError(Exception):
-    """ImportsRepository.stage: a row repeats the email or request_id of a row the import
-    staged before. Nothing of the rows stays once the transaction is rolled back."""
-
-
 class ImportsRepository(Protocol):
     """Staging for ImportUsers; each method runs inside the caller's transaction."""
 

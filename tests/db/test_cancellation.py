@@ -19,8 +19,9 @@ from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.db.tables import users
 from service.db.uow import SqlUnitOfWorkFactory
+from service.domain.errors import StagedRepeatError
 from service.domain.models import NewUser, View, utc_now
-from service.domain.ports import StagedRepeatError, StagedUser
+from service.domain.ports import StagedUser
 from tests.backends import fresh_database
 
 # How long the service's SQLite connections wait for the writer (engine.py): a write that

@@ -22,9 +22,13 @@ from service.db.tables import (
     server_keys,
     users,
 )
-from service.domain.errors import AddressExistsError, EmailTakenError, UserNotFoundError
+from service.domain.errors import (
+    AddressExistsError,
+    EmailTakenError,
+    StagedRepeatError,
+    UserNotFoundError,
+)
 from service.domain.models import utc_now
-from service.domain.ports import StagedRepeatError
 
 Row = Mapping[str, Any]
 

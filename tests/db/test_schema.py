@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import migrate
 from service.db.engine import create_engine
-from service.db.errors import is_unique_violation
+from service.db.errors import constraint_of
 from service.db.tables import users
 from tests.backends import fresh_database
 
@@ -89,4 +89,4 @@ async def test_unique_index_rejects_a_duplicate_email_without_any_pre_check(
     with pytest.raises(IntegrityError) as raised:
         async with engine.begin() as connection:
             await connection.execute(insert(users).values(row))
-    assert is_unique_violation(raised.value)
+    assert constraint_of(raised.value, users) == "uq_users_email"

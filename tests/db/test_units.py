@@ -13,6 +13,7 @@ from service.db.tables import users
 from service.db.uow import SqlUnitOfWorkFactory
 from service.domain.errors import EmailTakenError
 from service.domain.models import NewUser, View, utc_now
+from tests.statements import recorded_statements
 
 
 def new_user(email: str | None = None) -> NewUser:
@@ -66,3 +67,20 @@ async def test_a_reading_unit_reads_and_has_nothing_to_commit(
         assert found is not None and found.email == created.email
         with pytest.raises(RuntimeError):
             await reader.commit()
+
+
+async def test_get_user_is_one_statement_that_statement_counters_see(
+    running: server.RunningServer,
+) -> None:
+    # On PostgreSQL it bypasses SQLAlchemy's execution layer (db/raw.py), and is still
+    # announced to the engine's statement listeners like every other statement.
+    units = SqlUnitOfWorkFactory(running.engine)
+    async with units.writing() as uow:
+        created = await uow.users.create(new_user(), utc_now())
+        await uow.commit()
+    with recorded_statements(running.engine) as sent:
+        async with units.reading() as reader:
+            found = await reader.users.get_one(created.id, View.FULL)
+    assert found is not None and found.id == created.id
+    reads = [s for s in sent if "FROM users" in s.statement]
+    assert len(reads) == 1, sent

@@ -7,14 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from service.domain.ports import (
-    ImportClashes,
-    Remembered,
-    RequestRecord,
-    StagedClash,
-    StagedRepeatError,
-    StagedUser,
-)
+from service.domain.errors import StagedRepeatError
+from service.domain.ports import ImportClashes, Remembered, RequestRecord, StagedClash, StagedUser
 from tests.unit.fake_tables import ImportRecord, Session, Writes
 from tests.unit.fake_users import add_user, stored_emails
 

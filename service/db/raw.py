@@ -1,0 +1,70 @@
+"""The one way past SQLAlchemy's execution layer, for the two statements where its work
+per call shows (GetUser on PostgreSQL; ImportUsers' COPY into staging).
+
+A Core statement is rendered once for asyncpg (`RawQuery`); it runs on the unit's own
+pooled connection, inside its transaction, through `cancellation.driver_of` (the one rule
+for a statement cut short: the connection is discarded) and `errors.driver_errors_translated`;
+its broken constraints become domain errors by the one table of db/errors.py; and it
+is announced to the engine's `before_cursor_execute` listeners like any statement
+SQLAlchemy sends, so whatever counts or traces statements sees these too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
+
+from service.db.cancellation import driver_of
+from service.db.errors import NO_SUBJECT, constraint_error
+
+_DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+
+class RawQuery:
+    """A SELECT rendered once to asyncpg's SQL ($1, $2 ...), its rows read by name."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        compiled = statement.compile(dialect=_DIALECT)
+        self.sql = str(compiled)
+        self._parameters = tuple(compiled.positiontup or ())
+        # Column name -> position in a row, so callers read rows by name at list speed.
+        self.at: Mapping[str, int] = {
+            column.name: index for index, column in enumerate(statement.selected_columns)
+        }
+
+    async def fetch(self, connection: AsyncConnection, **values: Any) -> Sequence[Any]:
+        arguments = tuple(values[name] for name in self._parameters)
+        _announce(connection, self.sql, arguments)
+        async with driver_of(connection) as driver:
+            rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
+        return rows
+
+
+async def copy_records(
+    connection: AsyncConnection,
+    table: Table,
+    columns: Sequence[str],
+    records: Iterable[tuple[Any, ...]],
+) -> None:
+    """asyncpg's COPY of `records` into `table`, part of the unit's transaction."""
+    _announce(connection, f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", ())
+    try:
+        async with driver_of(connection) as driver:
+            await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
+    except asyncpg.IntegrityConstraintViolationError as error:
+        translated = constraint_error(error, table, NO_SUBJECT)
+        if translated is None:
+            raise
+        raise translated from error
+
+
+def _announce(connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]) -> None:
+    sync = connection.sync_connection
+    if sync is not None and sync.dispatch.before_cursor_execute:
+        sync.dispatch.before_cursor_execute(sync, None, statement, parameters, None, False)
