@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.errors import execute
 from service.db.tables import addresses, users
-from service.db.users_store import domain_of
+from service.db.users_store import user_row
 from service.domain.errors import EmailTakenError
 from service.domain.models import NewUser
 
@@ -31,17 +31,7 @@ class BulkStore:
                 rows = await execute(
                     self._connection,
                     insert(users).returning(users.c.id, users.c.email),
-                    [
-                        {
-                            "name": new.name,
-                            "email": new.email,
-                            "email_domain": domain_of(new.email),
-                            "create_time": now,
-                            "update_time": now,
-                            "version": 1,
-                        }
-                        for new in news
-                    ],
+                    [user_row(new, now) for new in news],
                 )
                 id_of = {row.email: int(row.id) for row in rows}
         except EmailTakenError as error:

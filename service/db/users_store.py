@@ -84,14 +84,7 @@ class UsersStore:
         result = await execute(
             self._connection,
             _INSERT_USER,
-            {
-                "name": new.name,
-                "email": new.email,
-                "email_domain": domain_of(new.email),
-                "create_time": now,
-                "update_time": now,
-                "version": 1,
-            },
+            user_row(new, now),
             subject=Subject(email=new.email),
         )
         assert result.inserted_primary_key is not None
@@ -222,6 +215,18 @@ class UsersStore:
 
 def domain_of(email: str) -> str:
     return email.rpartition("@")[2]
+
+
+def user_row(new: NewUser, now: datetime) -> dict[str, Any]:
+    """The users row of a new user, as CreateUser and BatchCreateUsers insert it."""
+    return {
+        "name": new.name,
+        "email": new.email,
+        "email_domain": domain_of(new.email),
+        "create_time": now,
+        "update_time": now,
+        "version": 1,
+    }
 
 
 # SQLAlchemy Rows and asyncpg Records (GetUser on PostgreSQL) alike, read through _AT.
