@@ -23,7 +23,7 @@ from users.v1 import user_service_pb2, user_service_pb2_grpc
 from bench import database
 from bench.cpu import tree_cpu_seconds, wait_idle
 from bench.measurement import REPO, BenchError, Measurement, Operation, measure_in_child, say
-from bench.report import Environment, load_average
+from bench.report import Environment
 from bench.server_process import ServerProcess, free_port
 from service.api.auth import digest_of
 
@@ -224,11 +224,7 @@ async def run(admin_url: str, users: int, warmup: float, duration: float, idle: 
 
 def _render(env: Environment, rows: list[Row], users: int, args: Args) -> str:
     lines = [
-        f"- Machine: {env.cpu}, {env.cores} cores, {env.memory_gib:.1f} GiB RAM; {env.system}",
-        f"- Service: {env.revision}",
-        f"- Python {env.python}; {env.libraries}",
-        f"- PostgreSQL {env.postgres}",
-        f"- Load average (1, 5, 15 min) at start: {env.load_average}; at end: {load_average()}",
+        *env.header(),
         f"- {users:,} users with {ADDRESSES_EACH} addresses each; concurrency {CONCURRENCY}; "
         f"{args.warmup:g} s warm-up then {args.duration:g} s measured; closed loop, load "
         "generator (bench/ceiling_client.py) in its own process; a fresh server per run.",

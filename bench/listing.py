@@ -22,7 +22,7 @@ import asyncpg
 from bench import database, large_seed
 from bench.ceiling import BareServer
 from bench.measurement import REPO, BenchError, percentile, say
-from bench.report import Environment, load_average
+from bench.report import Environment
 from bench.server_process import ServerProcess
 from service.api.page_tokens import PageTokenCodec
 from service.domain.listing import users_scope
@@ -199,11 +199,7 @@ def _render(
     repeats: int,
 ) -> str:
     lines = [
-        f"- Machine: {env.cpu}, {env.cores} cores, {env.memory_gib:.1f} GiB RAM; {env.system}",
-        f"- Service: {env.revision}",
-        f"- Python {env.python}; {env.libraries}",
-        f"- PostgreSQL {env.postgres}",
-        f"- Load average at start: {env.load_average}; at end: {load_average()}",
+        *env.header(),
         f"- {users:,} users, {addresses:,} addresses; page size {PAGE_SIZE}; one call in "
         f"flight; {repeats} calls per cell after 5 warm-up calls; p50 ms (p90 in brackets).",
         "",

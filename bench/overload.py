@@ -22,7 +22,7 @@ import psutil  # type: ignore[import-untyped]
 from bench import database, grpcload
 from bench.cpu import CpuWindow, wait_idle
 from bench.measurement import BenchError, percentile, say
-from bench.report import MIB, Environment, load_average
+from bench.report import MIB, Environment
 from bench.server_process import RssSampler, ServerProcess
 
 OVERLOAD_DATABASE = "users_bench_overload"
@@ -214,11 +214,7 @@ def _rss(pid: int) -> int:
 
 def _render(env: Environment, everything: Sequence[Series], args: Args) -> str:
     lines = [
-        f"- Machine: {env.cpu}, {env.cores} cores, {env.memory_gib:.1f} GiB RAM; {env.system}",
-        f"- Service: {env.revision}",
-        f"- Python {env.python}; {env.libraries}",
-        f"- PostgreSQL {env.postgres}",
-        f"- Load average (1, 5, 15 min) at start: {env.load_average}; at end: {load_average()}",
+        *env.header(),
         f"- {args.users:,} users; GetUser view=BASIC, random ids; grpcload (grpc-go, "
         f"GOMAXPROCS=1, closed loop, a failed call is retried at once) over {CONNECTIONS} "
         f"connections, {DEADLINE_SECONDS:g} s deadlines; {args.warmup:g} s warm-up then "

@@ -30,6 +30,18 @@ class Environment:
     load_average: str
     revision: str
 
+    def header(self) -> list[str]:
+        """The lines every suite's table opens with (markdown list items)."""
+        return [
+            f"- Machine: {self.cpu}, {self.cores} cores, {self.memory_gib:.1f} GiB RAM; "
+            f"{self.system}",
+            f"- Service: {self.revision}",
+            f"- Python {self.python}; {self.libraries}",
+            f"- PostgreSQL {self.postgres}",
+            f"- Load average (1, 5, 15 min) at start: {self.load_average}; "
+            f"at end: {load_average()}",
+        ]
+
     @classmethod
     def detect(cls, postgres: str) -> Environment:
         return cls(
@@ -77,11 +89,7 @@ def load_average() -> str:
 
 def render(env: Environment, rows: Sequence[RowResult], setup: str) -> str:
     lines = [
-        f"- Machine: {env.cpu}, {env.cores} cores, {env.memory_gib:.1f} GiB RAM; {env.system}",
-        f"- Service: {env.revision}",
-        f"- Python {env.python}; {env.libraries}",
-        f"- PostgreSQL {env.postgres}",
-        f"- Load average (1, 5, 15 min) at start: {env.load_average}; at end: {load_average()}",
+        *env.header(),
         f"- {setup}",
         "",
         "| operation | concurrency | req/s | p50 ms | p99 ms | server peak RSS MiB "

@@ -25,7 +25,6 @@ from service.api.users import UserService
 from service.config import Settings
 from service.db import server_keys
 from service.db.engine import create_engine, pool_capacity
-from service.db.migrate import upgrade_if_behind
 from service.db.uow import SqlUnitOfWorkFactory
 from service.domain import housekeeping
 from service.domain.errors import DomainError
@@ -34,7 +33,7 @@ from service.health import SERVICE_NAME as HEALTH_SERVICE
 from service.health import Health
 from service.metrics import Metrics, MetricsEndpoint, serve_metrics
 from service.readiness import ReadinessProbe
-from service.startup import StoppedError, prepare_database, stop_event
+from service.startup import StoppedError, migrate_unless_stopped, stop_event, until_stopped
 from service.tls import TlsFilesError, server_credentials
 
 log = logging.getLogger("users.server")
@@ -90,14 +89,20 @@ class RunningServer:
             self.metrics_endpoint.close()
 
 
-async def start(settings: Settings, *, migrate: bool = True) -> RunningServer:
+async def start(
+    settings: Settings, *, migrate: bool = True, stop: asyncio.Event | None = None
+) -> RunningServer:
+    """With `stop`: StoppedError if it is set while the database is being reached (the
+    rest of the start takes milliseconds and is never interrupted: cancelled inside
+    grpc's own start, a server would be left running)."""
     engine = create_engine(settings.database_url)
     readiness: ReadinessProbe | None = None
     endpoint: MetricsEndpoint | None = None
     try:
         if migrate:
-            await upgrade_if_behind(engine)
-        page_tokens = PageTokenCodec(await _page_token_key(settings, engine))
+            await migrate_unless_stopped(engine, stop)
+        key = await until_stopped(stop, _page_token_key(settings, engine))
+        page_tokens = PageTokenCodec(key)
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None
         calls = CallLayer(
@@ -252,17 +257,12 @@ async def serve(settings: Settings) -> None:
     before the database is ready ends the start instead; one during the rest of the start
     (a few ms) drains a server that took no calls yet."""
     stop = stop_event()
-    # `start` waits on the database to migrate (not in a worker: its parent migrated
-    # already, and workers starting at once would race) or to read the stored page token
-    # key; reaching it here first lets a stop end that wait. A worker given PAGE_TOKEN_KEY
-    # starts without the database, as it always did.
-    if not settings.worker or not settings.page_token_key:
-        try:
-            await prepare_database(settings.database_url, stop, migrate=not settings.worker)
-        except StoppedError:
-            log.info("stopped before serving")
-            return
-    running = await start(settings, migrate=False)
+    try:
+        # A worker's parent migrated already; workers starting at once would race.
+        running = await start(settings, migrate=not settings.worker, stop=stop)
+    except StoppedError:
+        log.info("stopped before serving")
+        return
     if settings.worker:
         log.info("worker pid %d serving on %s:%d", os.getpid(), settings.host, running.port)
     else:

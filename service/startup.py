@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from service.db.engine import create_engine
 from service.db.migrate import HEAD, stored_revision, upgrade
 from service.stop_signals import STOP_SIGNALS, received_early
@@ -31,26 +33,32 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
-async def prepare_database(database_url: str, stop: asyncio.Event, *, migrate: bool) -> None:
-    """Raises StoppedError if `stop` is set before it is done. Reaching the database (up
-    to the connect timeout when it does not answer) is given up at once; a migration under
-    way is finished first, as MariaDB commits each DDL statement as it goes and one cut
-    short would stay half applied. `start` is never interrupted: cancelled inside grpc's
-    own start, a server is left running; after this its wait on the database is short."""
-    engine = create_engine(database_url)
-    try:
-        revision = await until_stopped(stop, stored_revision(engine))
-        if migrate and revision != HEAD:
-            await upgrade(engine)
-    finally:
-        await engine.dispose()
-    if stop.is_set():
+async def migrate_unless_stopped(engine: AsyncEngine, stop: asyncio.Event | None) -> None:
+    """Brings the schema to HEAD; raises StoppedError if `stop` is set before it is done.
+    Reaching the database (up to the connect timeout when it does not answer) is given up
+    at once; a migration under way is finished first, as MariaDB commits each DDL statement
+    as it goes and one cut short would stay half applied."""
+    revision = await until_stopped(stop, stored_revision(engine))
+    if revision != HEAD:
+        await upgrade(engine)
+    if stop is not None and stop.is_set():
         raise StoppedError
 
 
-async def until_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
+async def migrate_at(database_url: str, stop: asyncio.Event) -> None:
+    """migrate_unless_stopped on an engine of its own, for a process that serves none."""
+    engine = create_engine(database_url)
+    try:
+        await migrate_unless_stopped(engine, stop)
+    finally:
+        await engine.dispose()
+
+
+async def until_stopped(stop: asyncio.Event | None, work: Awaitable[T]) -> T:
     """What `work` returns; if `stop` is set first, `work` is cancelled and StoppedError
-    raised."""
+    raised. Without a `stop`, simply what `work` returns."""
+    if stop is None:
+        return await work
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:

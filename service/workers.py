@@ -20,7 +20,7 @@ from prometheus_client import multiprocess
 from service.config import Settings
 from service.metrics import MULTIPROCESS_DIR, multiprocess_registry
 from service.server import StartupError, authenticator, metrics_endpoint, tls_credentials
-from service.startup import StoppedError, prepare_database, stop_event
+from service.startup import StoppedError, migrate_at, stop_event
 from service.stop_signals import STOP_SIGNALS
 
 log = logging.getLogger("users.workers")
@@ -167,7 +167,7 @@ async def supervise(settings: Settings, argv: Sequence[str]) -> int:
     authenticator(settings)
     tls_credentials(settings)
     try:
-        await prepare_database(settings.database_url, stopping, migrate=True)
+        await migrate_at(settings.database_url, stopping)
     except StoppedError:
         log.info("stopped before serving")
         return 0

@@ -1,8 +1,8 @@
 """The one place driver errors become domain errors.
 
 A broken constraint is looked up by its name (tables.py names every one) in
-CONSTRAINT_ERRORS, wherever a statement runs: `execute` for SQLAlchemy statements, the
-driver's own calls through `driver_errors_translated`. "The database is away" becomes
+CONSTRAINT_ERRORS, wherever a statement runs: `execute` for SQLAlchemy statements,
+`constraint_error` for the driver's own (db/raw.py). "The database is away" becomes
 DatabaseUnavailableError by SQLSTATE or MariaDB error number.
 """
 
@@ -32,7 +32,6 @@ from service.domain.errors import (
     UserNotFoundError,
 )
 
-_PG_UNIQUE_VIOLATION = "23505"
 _MYSQL_DUPLICATE_ENTRY = 1062
 _MYSQL_FOREIGN_KEY_ERRNOS = (1451, 1452)  # a parent row in use; no parent row
 # PostgreSQL SQLSTATEs that mean "cannot serve now, retry": connection exceptions,

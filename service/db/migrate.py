@@ -2,7 +2,7 @@
 
 Alembic, with what it imports, is a large share of an idle server's memory, kept for the
 life of the process once loaded (BENCHMARKS.md). `serve` therefore reads the stored
-revision first and loads Alembic only when there is something to migrate; `migrate`
+revision first (startup.py) and loads Alembic only when there is something to migrate; `migrate`
 always runs it.
 """
 
@@ -39,12 +39,6 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with refusal_reported(), translated_errors(), engine.begin() as connection:
         await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
-
-
-async def upgrade_if_behind(engine: AsyncEngine) -> None:
-    """As upgrade to head, without loading Alembic when the schema is at HEAD already."""
-    if await stored_revision(engine) != HEAD:
-        await upgrade(engine)
 
 
 async def stored_revision(engine: AsyncEngine) -> str | None:

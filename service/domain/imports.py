@@ -26,7 +26,6 @@ from service.domain.errors import (
     ImportIdleError,
     InvalidArgumentError,
     NotFoundError,
-    StagedRepeatError,
 )
 from service.domain.import_rows import (
     METHOD,
@@ -220,8 +219,8 @@ class _Staging:
         # pays for the full check, which names the row a check before staging would have.
         try:
             replayed = await self._stage(chunk)
-        except (InvalidArgumentError, NotFoundError, AlreadyExistsError, StagedRepeatError):
-            # A repeat of a staged row may come before the error found.
+        except (InvalidArgumentError, NotFoundError, AlreadyExistsError):
+            # A repeat of a staged row (StagedRepeatError) may come before the error found.
             await self._raise_first_bad_row(chunk)
             raise
         if replayed is None:

@@ -7,8 +7,9 @@ import asyncio
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, text
@@ -203,6 +204,22 @@ def staged(count: int) -> list[StagedUser]:
     ]
 
 
+async def cancelled_while_locked(
+    engine: AsyncEngine, observer: AsyncConnection, table: str, work: Coroutine[Any, Any, None]
+) -> int:
+    """Runs `work` until it waits on a lock of `table`, cancels it there, then frees the
+    lock; the backend pid that was running it."""
+    async with engine.connect() as locker:
+        await locker.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        task = asyncio.create_task(work)
+        pid = await waiting_pid(observer)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await locker.rollback()
+    return pid
+
+
 async def test_a_copy_cut_short_discards_its_connection(
     postgres_engine: AsyncEngine, observer: AsyncConnection
 ) -> None:
@@ -217,16 +234,9 @@ async def test_a_copy_cut_short_discards_its_connection(
             await uow.imports.stage(import_id, staged(1000), utc_now())
             await uow.commit()
 
-    async with postgres_engine.connect() as locker:
-        await locker.execute(text("LOCK TABLE import_rows IN ACCESS EXCLUSIVE MODE"))
-        staging = asyncio.create_task(stage())
-        pid = await waiting_pid(observer)
-        staging.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await staging
-        await locker.rollback()
-        # asyncpg's connection may be mid-COPY: closed, not pooled for the next call.
-        assert await session_gone(observer, pid), "the connection of a cancelled COPY was kept"
+    pid = await cancelled_while_locked(postgres_engine, observer, "import_rows", stage())
+    # asyncpg's connection may be mid-COPY: closed, not pooled for the next call.
+    assert await session_gone(observer, pid), "the connection of a cancelled COPY was kept"
     async with units.writing() as uow:
         await uow.imports.stage(import_id, staged(10), utc_now())
         await uow.commit()
@@ -244,15 +254,8 @@ async def test_a_read_cut_short_discards_its_connection(
         async with units.reading() as uow:
             await uow.users.get_one(int(user_id[0]), View.BASIC)
 
-    async with postgres_engine.connect() as locker:
-        await locker.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
-        reading = asyncio.create_task(get_one())
-        pid = await waiting_pid(observer)
-        reading.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await reading
-        await locker.rollback()
-        assert await session_gone(observer, pid), "the connection of a cancelled read was kept"
+    pid = await cancelled_while_locked(postgres_engine, observer, "users", get_one())
+    assert await session_gone(observer, pid), "the connection of a cancelled read was kept"
 
 
 async def test_a_statement_error_on_copy_keeps_its_connection(

@@ -16,6 +16,7 @@ from service.db import migrate
 from service.db.engine import create_engine
 from service.db.errors import constraint_of
 from service.db.tables import users
+from service.startup import migrate_unless_stopped
 from tests.backends import fresh_database
 
 TABLES = {"users", "addresses", "request_ids"}
@@ -54,19 +55,19 @@ def test_head_names_alembics_newest_revision() -> None:
     assert scripts.get_current_head() == migrate.HEAD
 
 
-async def test_upgrade_if_behind_migrates_a_new_database_and_then_finds_nothing_to_do(
+async def test_migrating_at_start_migrates_a_new_database_and_then_finds_nothing_to_do(
     backend: str, tmp_path: Path
 ) -> None:
     async with fresh_database(backend, tmp_path) as url:
         engine = create_engine(url)
         try:
             assert await migrate.stored_revision(engine) is None
-            await migrate.upgrade_if_behind(engine)
+            await migrate_unless_stopped(engine, None)
             assert await migrate.stored_revision(engine) == migrate.HEAD
             assert await table_names(engine) >= TABLES
             await migrate.downgrade(engine, "0002")
             assert await migrate.stored_revision(engine) == "0002"
-            await migrate.upgrade_if_behind(engine)
+            await migrate_unless_stopped(engine, None)
             assert await migrate.stored_revision(engine) == migrate.HEAD
         finally:
             await engine.dispose()

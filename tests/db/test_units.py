@@ -12,12 +12,19 @@ from service import server
 from service.db.tables import users
 from service.db.uow import SqlUnitOfWorkFactory
 from service.domain.errors import EmailTakenError
-from service.domain.models import NewUser, View, utc_now
+from service.domain.models import NewUser, User, View, utc_now
 from tests.statements import recorded_statements
 
 
 def new_user(email: str | None = None) -> NewUser:
     return NewUser(name="Unit", email=email or f"{uuid.uuid4().hex[:12]}@units.test")
+
+
+async def committed_user(units: SqlUnitOfWorkFactory) -> User:
+    async with units.writing() as uow:
+        created = await uow.users.create(new_user(), utc_now())
+        await uow.commit()
+    return created
 
 
 async def stored(running: server.RunningServer, email: str) -> int:
@@ -59,9 +66,7 @@ async def test_a_reading_unit_reads_and_has_nothing_to_commit(
     running: server.RunningServer,
 ) -> None:
     units = SqlUnitOfWorkFactory(running.engine)
-    async with units.writing() as uow:
-        created = await uow.users.create(new_user(), utc_now())
-        await uow.commit()
+    created = await committed_user(units)
     async with units.reading() as reader:
         found = await reader.users.get_one(created.id, View.FULL)
         assert found is not None and found.email == created.email
@@ -75,9 +80,7 @@ async def test_get_user_is_one_statement_that_statement_counters_see(
     # On PostgreSQL it bypasses SQLAlchemy's execution layer (db/raw.py), and is still
     # announced to the engine's statement listeners like every other statement.
     units = SqlUnitOfWorkFactory(running.engine)
-    async with units.writing() as uow:
-        created = await uow.users.create(new_user(), utc_now())
-        await uow.commit()
+    created = await committed_user(units)
     with recorded_statements(running.engine) as sent:
         async with units.reading() as reader:
             found = await reader.users.get_one(created.id, View.FULL)

@@ -75,13 +75,24 @@ def client(target: str, seed: int, calls: int, out: Path, *extra: str) -> subpro
     )
 
 
-def run_clients(target: str, workdir: Path, seeds: range, calls: int) -> list[Path]:
+Started = list[tuple[subprocess.Popen[bytes], Path]]
+
+
+def start_clients(target: str, workdir: Path, seeds: range, calls: int) -> Started:
     outs = [workdir / f"client-{seed}.json" for seed in seeds]
-    clients = [client(target, seed, calls, out) for seed, out in zip(seeds, outs, strict=True)]
-    for process, out in zip(clients, outs, strict=True):
+    return [(client(target, seed, calls, out), out) for seed, out in zip(seeds, outs, strict=True)]
+
+
+def finished(started: Started) -> list[Path]:
+    """Each client's result file, once all of them exited 0."""
+    for process, out in started:
         code = process.wait(STORM_TIMEOUT_SECONDS)
         assert code == 0, out.with_suffix(".stderr").read_text()
-    return outs
+    return [out for _, out in started]
+
+
+def run_clients(target: str, workdir: Path, seeds: range, calls: int) -> list[Path]:
+    return finished(start_clients(target, workdir, seeds, calls))
 
 
 def doom_clients(
@@ -99,18 +110,10 @@ def doom_clients(
 
 
 def storm(target: str, port: int, workdir: Path) -> tuple[list[Path], int]:
-    rng = random.Random(11)
-    seeds = range(1, CLIENTS + 1)
-    outs = [workdir / f"client-{seed}.json" for seed in seeds]
-    clients = [
-        client(target, seed, CALLS_PER_CLIENT, out) for seed, out in zip(seeds, outs, strict=True)
-    ]
-    killed = doom_clients(target, workdir, rng, clients)
+    started = start_clients(target, workdir, range(1, CLIENTS + 1), CALLS_PER_CLIENT)
+    killed = doom_clients(target, workdir, random.Random(11), [p for p, _ in started])
     send_garbage(port, seed=11, connections=GARBAGE_CONNECTIONS)
-    for process, out in zip(clients, outs, strict=True):
-        code = process.wait(STORM_TIMEOUT_SECONDS)
-        assert code == 0, out.with_suffix(".stderr").read_text()
-    return outs, killed
+    return finished(started), killed
 
 
 def settled(metrics_port: int) -> dict[str, float]:
