@@ -53,6 +53,65 @@ def _method_of(message: str) -> str:
     return message[start + 1 : end] if 0 <= start < end else "client gone"
 
 
+# What SQLAlchemy's pool logs, at ERROR with a traceback, when a connection it takes back
+# cannot be reset (its rollback-on-return failed).
+POOL_RESET_FAILED = "Exception during reset or similar"
+
+
+class LostConnectionFilter(logging.Filter):
+    """A database restart, a failover or a killed session can leave a connection dead
+    between its last statement and its return to the pool; the pool's rollback-on-return
+    then fails and SQLAlchemy logs an ERROR with a traceback. The pool discards that
+    connection and the next checkout connects afresh (API.md: the service recovers by
+    itself), so a lost connection becomes one WARNING line. Any other reset failure
+    (a connection misused by two tasks, say) is a defect and stays an ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.msg == POOL_RESET_FAILED:
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None and connection_lost(error):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+                record.msg, record.args = (
+                    "a pooled connection was lost before it could be reset, and is "
+                    "discarded (%s: %s)",
+                    (type(error).__name__, str(error).splitlines()[0] if str(error) else ""),
+                )
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, says the connection is gone:
+    a socket error or an end of stream, as every driver's lost connection starts."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a bounded walk: chains are short, and may loop
+        if seen is None:
+            return False
+        if isinstance(seen, OSError | EOFError) or type(seen).__name__ in LOST_CONNECTION_ERRORS:
+            return True
+        if (
+            seen.args
+            and seen.args[0] in MYSQL_CONNECTION_LOST
+            and type(seen).__name__ == ("OperationalError")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# Driver errors for a connection that is gone that carry no socket error with them.
+LOST_CONNECTION_ERRORS = frozenset({"ConnectionDoesNotExistError"})  # asyncpg
+# MySQL client codes: "server has gone away", "lost connection to server during query".
+MYSQL_CONNECTION_LOST = frozenset({2006, 2013})
+
+
+def quiet_lost_connections(pool_logger_name: str) -> None:
+    """Installs LostConnectionFilter on a pool's logger, once."""
+    logger = logging.getLogger(pool_logger_name)
+    if not any(isinstance(f, LostConnectionFilter) for f in logger.filters):
+        logger.addFilter(LostConnectionFilter())
+
+
 def configure_logging(log_format: str) -> None:
     # Neither format prints the caller's file and line, the thread or the process, so
     # records do not collect them (the switches of the logging HOWTO's "Optimization"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.log import InstanceLogger
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from service.db.cancellation import release_sqlite_writer
+from service.logs import quiet_lost_connections
 
 SUPPORTED_DRIVERS = {
     "postgresql+asyncpg": "PostgreSQL",
@@ -86,12 +89,17 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         # concurrent inserts of one key (request ids, emails) into deadlocks.
         options["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(url, **options)
+    quiet_lost_connections(_logger_name(engine.sync_engine.pool.logger))
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "handle_error", release_sqlite_writer)
     elif url.get_backend_name() == "postgresql":
         event.listen(engine.sync_engine, "checkout", _replace_if_closed)
     return engine
+
+
+def _logger_name(logger: logging.Logger | InstanceLogger) -> str:
+    return logger.logger.name if isinstance(logger, InstanceLogger) else logger.name
 
 
 def pool_capacity(engine: AsyncEngine) -> int:

@@ -19,7 +19,13 @@ from service import server
 from service.api.auth import digest_of
 from service.config import Settings
 from service.domain import users as users_use_cases
-from service.logs import GRPC_CORE_LOGGER, ClientGoneFilter, JsonFormatter
+from service.logs import (
+    GRPC_CORE_LOGGER,
+    POOL_RESET_FAILED,
+    ClientGoneFilter,
+    JsonFormatter,
+    LostConnectionFilter,
+)
 from tests.process.server_process import ServerProcess, free_port, sqlite_url
 from tests.rpc import UserStub, create_user, fails
 
@@ -160,3 +166,23 @@ def test_grpc_reporting_a_reply_to_a_client_gone_is_one_info_line_without_traceb
     )
     other = logging.LogRecord(GRPC_CORE_LOGGER, logging.ERROR, __file__, 1, "boom", None, None)
     assert ClientGoneFilter().filter(other) and other.levelno == logging.ERROR
+
+
+def test_a_reset_that_fails_for_another_reason_stays_an_error() -> None:
+    def record_of(error: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "sqlalchemy.pool.impl.AsyncAdaptedQueuePool",
+            logging.ERROR,
+            __file__,
+            1,
+            POOL_RESET_FAILED,
+            None,
+            (type(error), error, None),
+        )
+
+    lost = record_of(ConnectionResetError("connection reset by peer"))
+    assert LostConnectionFilter().filter(lost)
+    assert lost.levelno == logging.WARNING and lost.exc_info is None
+    misused = record_of(RuntimeError("another operation is in progress"))
+    assert LostConnectionFilter().filter(misused)
+    assert misused.levelno == logging.ERROR and misused.exc_info is not None

@@ -1,0 +1,61 @@
+"""A session the database ends while its connection idles in the pool (a restart, a
+failover, an operator's KILL) costs one WARNING line, never an ERROR with a traceback,
+and the next checkout gets a working connection."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from service.db.engine import create_engine
+from tests.backends import fresh_database, selected_backends
+
+SESSION_ID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+KILL = {"postgresql": "SELECT pg_terminate_backend({})", "mysql": "KILL {}"}
+
+
+async def end_session(url: str, backend: str, session: int) -> None:
+    """Ends `session` from a connection of its own, as an operator or a restart would."""
+    killer = create_async_engine(url)
+    try:
+        async with killer.connect() as connection:
+            await connection.execute(text(KILL[backend].format(int(session))))
+    finally:
+        await killer.dispose()
+
+
+async def lose_a_pooled_connection(engine: AsyncEngine, url: str, backend: str) -> None:
+    async with engine.connect() as connection:
+        session = (await connection.execute(text(SESSION_ID[backend]))).scalar_one()
+        await connection.commit()
+        await end_session(url, backend, session)
+    # Leaving the block returned the dead connection to the pool, which resets it.
+
+
+@pytest.mark.parametrize(
+    "backend", [b for b in ("postgresql", "mysql") if b in selected_backends()]
+)
+async def test_a_lost_pooled_connection_is_one_warning_and_replaced(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sqlalchemy.pool")
+    async with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            await lose_a_pooled_connection(engine, url, backend)
+            async with engine.connect() as connection:
+                assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
+        finally:
+            await engine.dispose()
+
+    pool_records = [r for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
+    assert [r for r in pool_records if r.levelno >= logging.ERROR or r.exc_info] == []
+    if backend == "mysql":
+        # MariaDB's rollback-on-return reaches the dead socket: the one line it costs.
+        [warning] = [r for r in pool_records if r.levelno == logging.WARNING]
+        assert warning.getMessage().startswith("a pooled connection was lost"), warning
+        assert "Lost connection" in warning.getMessage()
