@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///users.db"
 LOG_FORMATS = ("text", "json")
@@ -37,6 +38,8 @@ class Settings:
     max_in_flight: int = 0
     # HTTP/2 streams (calls) one client connection may hold open at once; 0: no limit.
     max_concurrent_streams: int = 0
+    # How long the change stream keeps changes (API.md: at least 7 days by default).
+    change_retention: timedelta = timedelta(days=7)
 
 
 # The one place defaults are written: flags and settings_from read them from here.
@@ -115,6 +118,13 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         help="calls one client connection may have open at once; the rest wait in the "
         "client, costing the server nothing; 0 (default) is no limit (MAX_CONCURRENT_STREAMS)",
     )
+    parser.add_argument(
+        "--change-retention",
+        type=duration,
+        default=_duration(env, "CHANGE_RETENTION", DEFAULTS.change_retention),
+        help="how long WatchUsers keeps changes, e.g. 7d, 12h, 30m, 90s; an older resume "
+        "token is FAILED_PRECONDITION (CHANGE_RETENTION)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -145,6 +155,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         page_token_key=env.get("PAGE_TOKEN_KEY", ""),
         import_idle_seconds=_float(env, "IMPORT_IDLE_SECONDS", DEFAULTS.import_idle_seconds),
         max_in_flight=max(0, getattr(args, "max_in_flight", DEFAULTS.max_in_flight)),
+        change_retention=getattr(args, "change_retention", DEFAULTS.change_retention),
         max_concurrent_streams=max(
             0, getattr(args, "max_concurrent_streams", DEFAULTS.max_concurrent_streams)
         ),
@@ -197,3 +208,30 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 __all__: Sequence[str] = ("Settings", "add_database_flag", "add_server_flags", "settings_from")
+
+
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def duration(text: str) -> timedelta:
+    """ "7d", "12h", "30m", "90s" or "1.5s" -> timedelta; argparse reports a ValueError."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a number and a unit, d, h, m or s (e.g. 7d)"
+        ) from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0")
+    return timedelta(seconds=seconds)
+
+
+def _duration(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return duration(raw)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(f"users-service: error: {name}: {error}") from None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -16,17 +18,21 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 from users.v1 import address_service_pb2, user_service_pb2
 
+from service.api import convert
 from service.api.addresses import AddressService
 from service.api.auth import TokenAuthenticator, TokensFileError
 from service.api.calls import CallLayer
 from service.api.page_tokens import PageTokenCodec
 from service.api.registry import add_servicer
+from service.api.resume_tokens import ResumeTokenCodec
 from service.api.users import UserService
 from service.config import Settings
 from service.db import server_keys
+from service.db.change_log import SqlChangeLog, listen_url_of
 from service.db.engine import create_engine, pool_capacity
 from service.db.uow import SqlUnitOfWorkFactory
 from service.domain import housekeeping
+from service.domain.changes import ChangeFeed
 from service.domain.errors import DomainError
 from service.domain.ports import UnitOfWorkFactory
 from service.health import SERVICE_NAME as HEALTH_SERVICE
@@ -46,6 +52,8 @@ ADDRESS_SERVICE = ADDRESS_SERVICE_DESCRIPTOR.full_name
 READINESS = (USER_SERVICE, ADDRESS_SERVICE)
 # With the pool's connections, the default bound on calls in flight (admission_limit).
 IN_FLIGHT_PER_CORE = 32
+# The change feed's connections: its loop, and watchers catching up from the database.
+CHANGE_FEED_POOL = 2
 
 
 class StartupError(Exception):
@@ -61,6 +69,7 @@ class RunningServer:
     calls: CallLayer
     readiness: ReadinessProbe
     housekeeping: asyncio.Task[None] | None = None
+    change_feed: ChangeFeed | None = None
     auth: TokenAuthenticator | None = None
     metrics_endpoint: MetricsEndpoint | None = None
 
@@ -79,6 +88,8 @@ class RunningServer:
                     await self.calls.drained()
             grace = max(0.0, grace - (time.monotonic() - started))
         await self.server.stop(grace)
+        if self.change_feed is not None:
+            await self.change_feed.stop()
         if self.housekeeping is not None:
             self.housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -98,11 +109,25 @@ async def start(
     engine = create_engine(settings.database_url)
     readiness: ReadinessProbe | None = None
     endpoint: MetricsEndpoint | None = None
+    change_feed: ChangeFeed | None = None
     try:
         if migrate:
             await migrate_unless_stopped(engine, stop)
         key = await until_stopped(stop, _page_token_key(settings, engine))
         page_tokens = PageTokenCodec(key)
+        resume_tokens = ResumeTokenCodec(key)
+        change_feed = ChangeFeed(
+            # An engine of its own: the feed's loop never waits for, or holds, a
+            # connection that a call needs.
+            SqlChangeLog(
+                create_engine(settings.database_url, pool_size=CHANGE_FEED_POOL),
+                listen_url_of(settings.database_url),
+            ),
+            lambda change: convert.change_to_proto(
+                change, resume_tokens.issue(change.position)
+            ).SerializeToString(),
+        )
+        await until_stopped(stop, change_feed.start())
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None
         calls = CallLayer(
@@ -115,6 +140,8 @@ async def start(
             UserService(
                 new_uow,
                 page_tokens,
+                change_feed,
+                resume_tokens,
                 import_idle_seconds=settings.import_idle_seconds,
             ),
             USER_SERVICE_DESCRIPTOR,
@@ -152,6 +179,8 @@ async def start(
             endpoint = metrics_endpoint(settings, metrics.registry)
         await server.start()
     except BaseException:
+        if change_feed is not None:
+            await change_feed.stop()
         if readiness is not None:
             await readiness.stop()
         if endpoint is not None:
@@ -167,7 +196,10 @@ async def start(
         port=port,
         calls=calls,
         readiness=readiness,
-        housekeeping=asyncio.create_task(_housekeep(new_uow)),
+        housekeeping=asyncio.create_task(
+            _housekeep(new_uow, change_feed, settings.change_retention)
+        ),
+        change_feed=change_feed,
         auth=auth,
         metrics_endpoint=endpoint,
     )
@@ -208,25 +240,38 @@ def authenticator(settings: Settings) -> TokenAuthenticator | None:
         raise StartupError(str(error)) from None
 
 
-async def _housekeep(new_uow: UnitOfWorkFactory) -> None:
-    """Purges expired request_ids and abandoned import staging at start, then hourly."""
-    every = housekeeping.PURGE_EVERY_SECONDS
-    while True:
+async def _housekeep(
+    new_uow: UnitOfWorkFactory, change_feed: ChangeFeed, retention: timedelta
+) -> None:
+    """Purges expired request_ids and abandoned import staging at start, then hourly;
+    changes past their retention as often as a quarter of it (at most every 5 minutes),
+    so a change outlives its retention by a bounded margin."""
+    every = min(housekeeping.PURGE_EVERY_SECONDS, max(0.5, retention.total_seconds() / 4), 300.0)
+    rounds_per_purge = max(1, round(housekeeping.PURGE_EVERY_SECONDS / every))
+    for round_number in itertools.count():
         try:
-            purged = await housekeeping.purge_expired(new_uow)
+            if round_number % rounds_per_purge == 0:
+                await _purge(new_uow)
+            purged = await change_feed.purge_expired(retention)
         except DomainError as error:
             # The database may be away for a while; the next round tries again.
             log.warning("housekeeping skipped (%s); next try in %.0f s", error.message, every)
         except Exception:
             log.exception("housekeeping failed; next try in %.0f s", every)
         else:
-            if purged.request_ids or purged.imports:
-                log.info(
-                    "housekeeping: forgot %d request_ids, discarded %d abandoned imports",
-                    purged.request_ids,
-                    purged.imports,
-                )
+            if purged:
+                log.info("housekeeping: forgot %d changes older than %s", purged, retention)
         await asyncio.sleep(every)
+
+
+async def _purge(new_uow: UnitOfWorkFactory) -> None:
+    purged = await housekeeping.purge_expired(new_uow)
+    if purged.request_ids or purged.imports:
+        log.info(
+            "housekeeping: forgot %d request_ids, discarded %d abandoned imports",
+            purged.request_ids,
+            purged.imports,
+        )
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:

@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +38,13 @@ StreamHandler = Callable[[Any, Ctx], AsyncGenerator[Any, None]]
 StreamCall = Callable[[Any, Ctx], Awaitable[None]]
 OK = grpc.StatusCode.OK
 QUIET_SECONDS = 0.2
+
+# Set by a server stream's handler (WatchUsers): where its client resumes once the stream
+# breaks off. The drain status carries it in its ErrorInfo metadata. The handler runs in
+# the call's task, so what it sets is seen here and by no other call.
+resume_point: ContextVar[Callable[[], dict[str, str]] | None] = ContextVar(
+    "resume_point", default=None
+)
 
 
 class Undecodable:
@@ -67,6 +75,9 @@ class Method:
     service: str  # users.v1.UserService
     name: str  # GetUser
     writes: bool
+    # A stream that stays open until the client leaves (WatchUsers): mostly idle, so it
+    # is not one of the calls in flight that --max-in-flight bounds.
+    open_ended: bool = False
 
     @property
     def path(self) -> str:
@@ -178,8 +189,12 @@ class CallLayer:
             assert task is not None
             stream = _OpenStream(task)
             streams.add(stream)
+            counted = True
             try:
                 self._admit(method, request, context)
+                if method.open_ended:
+                    self._ended()
+                    counted = False
                 async with contextlib.aclosing(handler(request, context)) as responses:
                     stream.inside = True
                     async for response in responses:
@@ -193,7 +208,7 @@ class CallLayer:
                 if not (stream.drained and task.uncancel() == 0):
                     code = _cancelled_code(context)
                     raise
-                failed = status.status_for(ServerDrainingError())
+                failed = _drain_status()
                 code = _failed_code(context, failed)
                 await _fail(context, failed)
             except grpc.aio.AbortError:
@@ -209,7 +224,8 @@ class CallLayer:
                 await _fail(context, failed)
             finally:
                 streams.discard(stream)
-                self._ended()
+                if counted:
+                    self._ended()
                 _finish(observe, method, code, started, peer)
 
         return call
@@ -245,6 +261,11 @@ async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if isinstance(request, Undecodable):
             raise MalformedRequestError(request.message_type)
         yield request
+
+
+def _drain_status() -> grpc.Status:
+    point = resume_point.get()
+    return status.status_for(ServerDrainingError(point() if point else None))
 
 
 async def _fail(context: Ctx, failed: grpc.Status) -> None:

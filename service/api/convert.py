@@ -10,7 +10,7 @@ from users.v1 import resources_pb2 as pb
 from users.v1 import user_service_pb2
 
 from service.domain.errors import FieldViolation, InvalidArgumentError
-from service.domain.models import Address, User, View, etag_of
+from service.domain.models import Address, Change, ChangeType, User, View, etag_of
 from service.domain.queries import ListUsersInput
 from service.domain.rows import AddressRow, RowBatch
 from service.domain.users import UserInput
@@ -114,3 +114,15 @@ def _add_addresses(user: pb.User, rows: Iterable[AddressRow]) -> None:
             update_time={"seconds": updated // 1_000_000, "nanos": updated % 1_000_000 * 1000},
             etag=etag_of("a", address_id, version),
         )
+
+
+def change_to_proto(change: Change, resume_token: str) -> user_service_pb2.UserChange:
+    kind = user_service_pb2.UserChange.Type.ValueType(change.type.value)
+    message = user_service_pb2.UserChange(type=kind, resume_token=resume_token)
+    if change.type is ChangeType.DELETED:
+        # API.md: a deleted user is only its id and email.
+        message.user.id, message.user.email = change.user.id, change.user.email
+    else:
+        message.user.CopyFrom(user_to_proto(change.user))
+    set_time(message.commit_time, change.commit_time)
+    return message

@@ -6,10 +6,10 @@ them, api/status.py maps them with the domain's own.
     │   └── MalformedRequestError     bytes that are not the request message
     ├── UnavailableError
     │   ├── ServerDrainingError       this process is stopping
+    │   ├── StreamBrokenOffError      a WatchUsers stream cannot go on (a resume token said)
     │   └── OverloadedError           calls in flight at --max-in-flight
     ├── AuthenticationError           no or unknown credential (when auth is on)
-    ├── PermissionDeniedError         a read-only credential tries a write
-    └── NotImplementedYetError
+    └── PermissionDeniedError         a read-only credential tries a write
 """
 
 from __future__ import annotations
@@ -39,11 +39,32 @@ class MalformedRequestError(InvalidArgumentError):
 class ServerDrainingError(UnavailableError):
     reason = "SERVER_DRAINING"
 
-    def __init__(self) -> None:
+    def __init__(self, resume: dict[str, str] | None = None) -> None:
+        """`resume`: where the client resumes the stream that ends (ErrorInfo metadata)."""
         super().__init__(
             "this server is shutting down; retry, and a stream resumes where it broke off "
             "(StreamUsers: after_id = the last id received; WatchUsers: the last resume_token)"
         )
+        self.resume = resume or {}
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.resume
+
+
+class StreamBrokenOffError(UnavailableError):
+    """A server stream ends because of `cause` (the database went away, say); the
+    metadata says where to resume."""
+
+    reason = "STREAM_BROKEN_OFF"
+
+    def __init__(self, cause: UnavailableError, resume: dict[str, str]) -> None:
+        super().__init__(f"{cause.message}; resume with the resume_token in this error's details")
+        self.resume = resume
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.resume
 
 
 class OverloadedError(UnavailableError):
@@ -70,18 +91,6 @@ class PermissionDeniedError(DomainError):
 
     def __init__(self, method: str) -> None:
         super().__init__(f"{method} writes, and this token may only read; use a write token")
-        self.method = method
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"method": self.method}
-
-
-class NotImplementedYetError(DomainError):
-    reason = "NOT_IMPLEMENTED"
-
-    def __init__(self, method: str) -> None:
-        super().__init__(f"{method} is not implemented by this server yet")
         self.method = method
 
     @property

@@ -20,6 +20,8 @@ from service.api.calls import CallLayer, Method, Undecodable
 # A method that only reads says so in the proto (idempotency_level = NO_SIDE_EFFECTS);
 # every other method writes, and needs a write token when auth is on.
 NO_SIDE_EFFECTS = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+# Streams that stay open until the client leaves (api/calls.py, Method.open_ended).
+OPEN_ENDED = frozenset({"users.v1.UserService.WatchUsers"})
 
 
 def add_servicer(
@@ -40,6 +42,7 @@ def _handler(
         service=service.full_name,
         name=descriptor.name,
         writes=writes(descriptor),
+        open_ended=descriptor.full_name in OPEN_ENDED,
     )
     behaviour = getattr(servicer, descriptor.name)
     decode = _decoder(message_factory.GetMessageClass(descriptor.input_type))
@@ -48,13 +51,23 @@ def _handler(
         raise NotImplementedError(f"{method.path}: bidirectional streaming has no call layer")
     if descriptor.server_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            layer.server_stream(method, behaviour), decode, encode
+            layer.server_stream(method, behaviour), decode, _passing_bytes(encode)
         )
     if descriptor.client_streaming:
         return grpc.stream_unary_rpc_method_handler(
             layer.client_stream(method, behaviour), decode, encode
         )
     return grpc.unary_unary_rpc_method_handler(layer.unary(method, behaviour), decode, encode)
+
+
+def _passing_bytes(encode: Callable[[Message], bytes]) -> Callable[[Message | bytes], bytes]:
+    """A stream may send a message encoded already: WatchUsers encodes each change once
+    for all its watchers (domain/changes.py)."""
+
+    def encode_unless_bytes(message: Message | bytes) -> bytes:
+        return message if type(message) is bytes else encode(message)  # type: ignore[arg-type]
+
+    return encode_unless_bytes
 
 
 def writes(method: MethodDescriptor) -> bool:

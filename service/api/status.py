@@ -39,7 +39,6 @@ STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
     transport.AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
     transport.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
-    transport.NotImplementedYetError: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

@@ -72,6 +72,8 @@ CONSTRAINT_ERRORS: Mapping[str, Callable[[Subject], Exception]] = {
     "uq_import_rows_import_id_email": lambda s: StagedRepeatError(),
     "uq_import_rows_import_id_request_id": lambda s: StagedRepeatError(),
     "pk_import_addresses": lambda s: StagedRepeatError(),
+    # Only the sequencer writes positions, one round at a time: a defect if ever seen.
+    "uq_user_changes_position": lambda s: KeyTakenError("uq_user_changes_position"),
 }
 NO_SUBJECT = Subject()
 

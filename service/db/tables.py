@@ -10,6 +10,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     UniqueConstraint,
@@ -127,4 +128,36 @@ import_addresses = Table(
     Column("address_index", Integer, nullable=False),
     Column("email", text_column(120), nullable=False),
     PrimaryKeyConstraint("import_id", "stream_index", "address_index", name="pk_import_addresses"),
+)
+
+# The change log behind WatchUsers (migration 0005). Triggers on users append one row per
+# written user in the writing transaction; the sequencer (db/change_log.py) gives each
+# committed row its position, in the order it finds them committed. See the README,
+# "How the change stream works".
+user_changes = Table(
+    "user_changes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("position", BigInteger, nullable=True),
+    Column("change_type", SmallInteger, nullable=False),
+    Column("user_id", Id, nullable=False),
+    Column("name", text_column(50), nullable=False),
+    Column("email", text_column(120), nullable=False),
+    Column("email_domain", exact_text(120), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("sequenced_time", UtcDateTime(), nullable=True),
+    UniqueConstraint("position", name="uq_user_changes_position"),
+    sqlite_autoincrement=True,
+)
+
+# One row (id 1): the last position handed out, and how far old changes were purged.
+# Its row lock is the sequencer's: rounds from every process take it in turn.
+change_log_state = Table(
+    "change_log_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_position", BigInteger, nullable=False),
+    Column("purged_through", BigInteger, nullable=False),
 )

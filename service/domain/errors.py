@@ -13,7 +13,8 @@
     ├── StaleEtagError
     ├── FailedPreconditionError
     │   ├── UserHasAddressesError
-    │   └── TooManyAddressesError
+    │   ├── TooManyAddressesError
+    │   └── ResumeTokenExpiredError
     ├── ImportAbortedError            ImportUsers ended, nothing kept
     │   ├── ImportIdleError
     │   └── ImportExpiredError
@@ -230,6 +231,18 @@ class ImportExpiredError(ImportAbortedError):
         super().__init__(
             "the import's staged rows were discarded as abandoned before it finished; "
             "nothing of it was kept: send the whole import again"
+        )
+
+
+class ResumeTokenExpiredError(FailedPreconditionError):
+    reason = "RESUME_TOKEN_EXPIRED"
+    violation_type = "RESUME_TOKEN_EXPIRED"
+    subject = "resume_token"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "resume_token is older than the change stream keeps changes (--change-retention): "
+            "re-read the users with StreamUsers, then call WatchUsers without a token"
         )
 
 

@@ -88,3 +88,20 @@ def etag_of(kind: str, resource_id: int, version: int) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class ChangeType(enum.IntEnum):
+    """UserChange.Type's numbers."""
+
+    CREATED = 1
+    UPDATED = 2
+    DELETED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    position: int
+    type: ChangeType
+    user: User  # after the change; for a delete, the user as it was
+    email_domain: str
+    commit_time: datetime

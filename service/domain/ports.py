@@ -8,7 +8,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from service.domain.models import Address, NewUser, User, UserChanges, View
+from service.domain.models import Address, Change, NewUser, User, UserChanges, View
 from service.domain.queries import UserFilter, UsersPageQuery
 from service.domain.rows import RowBatch
 
@@ -245,3 +245,36 @@ class UnitOfWorkFactory(Protocol):
     def reading(self) -> ReadingUnit: ...
 
     def writing(self) -> UnitOfWork: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeLogState:
+    last_position: int  # every change up to here is numbered and committed
+    purged_through: int  # changes up to here were forgotten (retention)
+
+
+class ChangeLog(Protocol):
+    """The database's change log (db/change_log.py), as the change feed uses it."""
+
+    # True when the database wakes wait_for_changes (PostgreSQL NOTIFY): poll rarely.
+    signalled: bool
+
+    async def state(self) -> ChangeLogState: ...
+
+    async def sequence(self, limit: int) -> int:
+        """Numbers up to `limit` committed, unnumbered changes; how many it numbered."""
+        ...
+
+    async def read(self, after: int, through: int, email_domain: str) -> list[Change]:
+        """Changes at positions (after, through], oldest first; of one domain if given."""
+        ...
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Forgets up to `limit` of the oldest changes numbered before `before`."""
+        ...
+
+    async def wait_for_changes(self, seconds: float) -> None:
+        """Returns when a write may have added changes, or after `seconds`."""
+        ...
+
+    async def close(self) -> None: ...

@@ -152,10 +152,3 @@ async def test_conflict_paths_are_clean(users: UserStub) -> None:
         assert failure.info is not None and failure.info.reason
         assert re.fullmatch(r"[A-Z][A-Z_]+[A-Z]", failure.info.reason)
         assert_clean(failure.message)
-
-
-async def test_unimplemented_rpcs_say_so(users: UserStub) -> None:
-    failure = await fails(users.WatchUsers(user_service_pb2.WatchUsersRequest()).read())
-    assert failure.code == Code.UNIMPLEMENTED
-    assert "WatchUsers" in failure.message
-    assert failure.info is not None and failure.info.reason == "NOT_IMPLEMENTED"

@@ -20,6 +20,7 @@ from service.db.tables import (
     metadata,
     request_ids,
     server_keys,
+    user_changes,
     users,
 )
 from service.domain.errors import (
@@ -57,6 +58,10 @@ def staged_row(import_id: str, index: int, email: str, request_id: str | None) -
     }
 
 
+def change_row(user_id: int, email: str, position: int) -> Row:
+    return {**user_row(email), "user_id": user_id, "change_type": 2, "position": position}
+
+
 def test_every_named_constraint_has_a_row_in_the_table() -> None:
     named = {
         constraint.name
@@ -72,6 +77,8 @@ async def test_each_broken_constraint_becomes_its_error(running: server.RunningS
     tag = uuid.uuid4().hex[:12]
     now = utc_now()
     email = f"{tag}@constraints.test"
+    # Far beyond any position the sequencer will reach while this server runs.
+    far_position = 10**15 + int(tag[:8], 16)
     async with running.engine.begin() as connection:
         user_id = (await connection.execute(insert(users), [user_row(email)])).inserted_primary_key
         assert user_id is not None
@@ -103,6 +110,7 @@ async def test_each_broken_constraint_becomes_its_error(running: server.RunningS
             insert(import_addresses),
             [{"import_id": tag, "stream_index": 0, "address_index": 0, "email": email}],
         )
+        await connection.execute(insert(user_changes), [change_row(owner, email, far_position)])
 
     other = f"other-{tag}@constraints.test"
     address = {"email": email, "create_time": now, "update_time": now, "version": 1}
@@ -144,6 +152,11 @@ async def test_each_broken_constraint_becomes_its_error(running: server.RunningS
             import_addresses,
             {"import_id": tag, "stream_index": 0, "address_index": 0, "email": other},
             StagedRepeatError,
+        ),
+        "uq_user_changes_position": (
+            user_changes,
+            change_row(owner, other, far_position),
+            KeyTakenError,
         ),
     }
     assert set(cases) == set(CONSTRAINT_ERRORS)

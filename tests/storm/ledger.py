@@ -21,7 +21,6 @@ DEFINITE_FAILURES = frozenset(
         grpc.StatusCode.ALREADY_EXISTS,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.ABORTED,
-        grpc.StatusCode.UNIMPLEMENTED,
     }
 )
 ABSENT = ""  # the state of a user or an address that is not stored
