@@ -18,8 +18,9 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
+# API.md: `make run` logs every call (the server's default is failed and slow calls only).
 run: $(BIN)/.installed
-	$(BIN)/python -m service serve
+	$(BIN)/python -m service serve --access-log all
 
 gen: $(BIN)/.installed
 	rm -rf generated/users

@@ -89,7 +89,9 @@ class Series:
         return f"--max-in-flight {self.limit}"
 
     def flags(self) -> tuple[str, ...]:
-        return (f"--max-in-flight={self.limit}",) if self.limit else ()
+        # Every call's line: the suite counts outcomes from the log (calls_logged).
+        limit = (f"--max-in-flight={self.limit}",) if self.limit else ()
+        return ("--access-log=all", *limit)
 
     def rss_growth_mib(self) -> float:
         peak = max((run.peak_rss_bytes for run in self.runs), default=0)

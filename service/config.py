@@ -10,6 +10,7 @@ from datetime import timedelta
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///users.db"
 LOG_FORMATS = ("text", "json")
+ACCESS_LOGS = ("all", "errors", "off")  # api/calls.py AccessLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,9 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     grace_seconds: float = 10.0
     log_format: str = "text"
+    # Which calls get a log line: all, errors (failed or slower than slow_call_ms), off.
+    access_log: str = "errors"
+    slow_call_ms: float = 1000.0
     workers: int = 1
     metrics_port: int | None = None
     auth_tokens_file: str = ""
@@ -69,6 +73,19 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         choices=LOG_FORMATS,
         default=_choice(env, "LOG_FORMAT", LOG_FORMATS, DEFAULTS.log_format),
         help="log line format (LOG_FORMAT)",
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=ACCESS_LOGS,
+        default=_choice(env, "ACCESS_LOG", ACCESS_LOGS, DEFAULTS.access_log),
+        help="which calls get a log line: all, errors (failed calls and calls slower than "
+        "--slow-call-ms; the default) or off (ACCESS_LOG)",
+    )
+    parser.add_argument(
+        "--slow-call-ms",
+        type=float,
+        default=_float(env, "SLOW_CALL_MS", DEFAULTS.slow_call_ms),
+        help="with --access-log errors, calls at least this slow get a line too (SLOW_CALL_MS)",
     )
     parser.add_argument(
         "--workers",
@@ -145,6 +162,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         database_url=args.database_url,
         grace_seconds=getattr(args, "grace_seconds", DEFAULTS.grace_seconds),
         log_format=getattr(args, "log_format", DEFAULTS.log_format),
+        access_log=getattr(args, "access_log", DEFAULTS.access_log),
+        slow_call_ms=getattr(args, "slow_call_ms", DEFAULTS.slow_call_ms),
         workers=getattr(args, "workers", DEFAULTS.workers),
         metrics_port=getattr(args, "metrics_port", None),
         auth_tokens_file=getattr(args, "auth_tokens_file", ""),

@@ -21,7 +21,7 @@ from users.v1 import address_service_pb2, user_service_pb2
 from service.api import convert
 from service.api.addresses import AddressService
 from service.api.auth import TokenAuthenticator, TokensFileError
-from service.api.calls import CallLayer
+from service.api.calls import AccessLog, CallLayer
 from service.api.page_tokens import PageTokenCodec
 from service.api.registry import add_servicer
 from service.api.resume_tokens import ResumeTokenCodec
@@ -131,7 +131,10 @@ async def start(
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None
         calls = CallLayer(
-            auth=auth, metrics=metrics, max_in_flight=admission_limit(settings, engine)
+            auth=auth,
+            metrics=metrics,
+            max_in_flight=admission_limit(settings, engine),
+            access_log=AccessLog(settings.access_log, settings.slow_call_ms / 1000),
         )
         new_uow = SqlUnitOfWorkFactory(engine)
         server = grpc.aio.server(options=server_options(settings))

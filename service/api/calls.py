@@ -70,6 +70,24 @@ class CallMetrics(Protocol):
     def for_method(self, service: str, method: str) -> MethodMetrics: ...
 
 
+ACCESS_LOG_MODES = ("all", "errors", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """Which finished calls get a line (API.md, --access-log): every call; only failed
+    calls and calls slower than `slow_seconds` (the default: a line per call costs a busy
+    server about a twentieth of its CPU); or none."""
+
+    mode: str = "errors"
+    slow_seconds: float = 1.0
+
+    def wants(self, code: grpc.StatusCode, seconds: float) -> bool:
+        if self.mode == "errors":
+            return code is not OK or seconds >= self.slow_seconds
+        return self.mode == "all"
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     service: str  # users.v1.UserService
@@ -103,11 +121,16 @@ class CallLayer:
         auth: Authenticator | None = None,
         metrics: CallMetrics | None = None,
         max_in_flight: int | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         """`max_in_flight`: calls beyond it are refused at once with UNAVAILABLE (API.md:
         overloaded) instead of queueing for the database past their deadlines."""
         self.auth = auth
         self._metrics = metrics
+        self._access = access_log or AccessLog()
+        # The peer is read at the start of a call (never after it ended, issue 11), and
+        # only when a line may be written.
+        self._reads_peer = self._access.mode != "off"
         self._max_in_flight = max_in_flight if max_in_flight is not None else sys.maxsize
         # Built once: under overload, refusing must cost as little as possible.
         self._overloaded = status.status_for(OverloadedError())
@@ -141,7 +164,7 @@ class CallLayer:
         async def call(request: Any, context: Ctx) -> Any:
             started = time.perf_counter()
             code = OK
-            peer = _peer(context)
+            peer = _peer(context) if self._reads_peer else ""
             observe.started()
             self._in_flight += 1
             try:
@@ -163,7 +186,7 @@ class CallLayer:
                 await _fail(context, failed)
             finally:
                 self._ended()
-                _finish(observe, method, code, started, peer)
+                _finish(observe, method, code, started, peer=peer, access=self._access)
 
         return call
 
@@ -182,7 +205,7 @@ class CallLayer:
         async def call(request: Any, context: Ctx) -> None:
             started = time.perf_counter()
             code = OK
-            peer = _peer(context)
+            peer = _peer(context) if self._reads_peer else ""
             observe.started()
             self._in_flight += 1
             task = asyncio.current_task()
@@ -201,7 +224,9 @@ class CallLayer:
                         stream.inside = False
                         await context.write(response)
                         if self._draining:
-                            raise ServerDrainingError()
+                            raise ServerDrainingError(
+                                point() if (point := resume_point.get()) else None
+                            )
                         stream.inside = True
             except asyncio.CancelledError:
                 # begin_draining() cancelled it, and nothing else did: end with UNAVAILABLE.
@@ -226,7 +251,7 @@ class CallLayer:
                 streams.discard(stream)
                 if counted:
                     self._ended()
-                _finish(observe, method, code, started, peer)
+                _finish(observe, method, code, started, peer=peer, access=self._access)
 
         return call
 
@@ -310,11 +335,17 @@ def _cancelled_code(context: Ctx) -> grpc.StatusCode:
 
 
 def _finish(
-    observe: MethodMetrics, method: Method, code: grpc.StatusCode, started: float, peer: str
+    observe: MethodMetrics,
+    method: Method,
+    code: grpc.StatusCode,
+    started: float,
+    *,
+    peer: str,
+    access: AccessLog,
 ) -> None:
     seconds = time.perf_counter() - started
     observe.finished(code, seconds)
-    if log.isEnabledFor(logging.INFO):
+    if access.wants(code, seconds) and log.isEnabledFor(logging.INFO):
         milliseconds = round(seconds * 1000, 3)
         log.info(
             "%s %s %.3f ms peer=%s",

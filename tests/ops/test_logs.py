@@ -50,13 +50,17 @@ def make_calls(target: str) -> None:
             stub.GetUser(user_service_pb2.GetUserRequest(id=10**12), metadata=metadata, timeout=10)
 
 
-def served(tmp_path: Path, log_format: str) -> str:
+def served(
+    tmp_path: Path, log_format: str, access: tuple[str, ...] = ("--access-log", "all")
+) -> str:
+    """The server's stderr after make_calls, its access log flags `access`."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f"write {digest_of(TOKEN)}\n")
     port = free_port()
     args = [
         *("--port", str(port), "--database-url", sqlite_url(tmp_path / f"{log_format}.db")),
         *("--log-format", log_format, "--auth-tokens-file", str(tokens)),
+        *access,
     ]
     with ServerProcess(tmp_path, args, port=port) as process:
         make_calls(process.target)
@@ -81,6 +85,28 @@ def test_json_logs_have_one_line_per_call_and_no_bodies_or_tokens(tmp_path: Path
         assert call["duration_ms"] > 0
         assert call["peer"].startswith(("ipv4:127.0.0.1:", "ipv6:"))
         assert call["level"] == "info" and call["time"]
+
+
+def call_lines(workdir: Path, access: tuple[str, ...]) -> list[str]:
+    workdir.mkdir()
+    return [
+        line for line in served(workdir, "text", access).splitlines() if " users.calls: " in line
+    ]
+
+
+def test_by_default_only_failed_and_slow_calls_get_a_line(tmp_path: Path) -> None:
+    # make_calls: CreateUser and GetUser succeed, then a GetUser of an unknown id fails.
+    for access in ((), ("--access-log", "errors")):
+        logged = call_lines(tmp_path / str(len(access)), access)
+        assert len(logged) == 1, logged
+        assert "/users.v1.UserService/GetUser NOT_FOUND" in logged[0], logged
+    slow = call_lines(tmp_path / "slow", ("--slow-call-ms", "0"))
+    assert [line.split(" users.calls: ")[1].split(" ")[1] for line in slow] == [
+        "OK",
+        "OK",
+        "NOT_FOUND",
+    ]
+    assert call_lines(tmp_path / "off", ("--access-log", "off")) == []
 
 
 def test_text_logs_have_one_line_per_call(tmp_path: Path) -> None:
