@@ -101,6 +101,7 @@ class ChangeFeed:
         self._head = 0  # every change up to here is committed and was read
         self._changed = asyncio.Event()
         self._failure: DomainError | None = None
+        self._outages = 0  # how many times the loop lost the database
         self._task: asyncio.Task[None] | None = None
         self._watchers = 0  # with none, the loop numbers changes but reads none
 
@@ -123,8 +124,8 @@ class ChangeFeed:
     async def start_position(self, wanted: WatchInput) -> int:
         """Where a watch starts: after the given position, or after the last change
         committed now. ResumeTokenExpiredError if changes after it were purged."""
-        if self._failure is not None:
-            raise self._failure
+        # The log itself says whether the database answers: the loop may not have
+        # noticed yet that it is back (or gone).
         if wanted.after is None:
             # "Now" is after every change committed before this call: number them first.
             while await self._log.sequence(BATCH) == BATCH:
@@ -149,9 +150,12 @@ class ChangeFeed:
             self._watchers -= 1
 
     async def _follow(self, after: int, domain: str) -> AsyncIterator[Encoded]:
+        # An outage that began before this watch is over for it (its start read the log);
+        # one that begins while it runs ends it, with where to resume.
+        outages = self._outages
         while True:
             changed = self._changed
-            if self._failure is not None:
+            if self._failure is not None and self._outages != outages:
                 raise self._failure
             if after >= self._head:
                 await changed.wait()
@@ -241,6 +245,7 @@ class ChangeFeed:
     def _fail(self, error: DomainError) -> None:
         if self._failure is None:
             log.warning("the change feed cannot read the database (%s)", error.message)
+            self._outages += 1
         self._failure = error
         self._wake()
 
