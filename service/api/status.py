@@ -49,8 +49,24 @@ def code_for(error_type: type[errors.DomainError]) -> grpc.StatusCode | None:
     return None
 
 
+# Details travel in a trailer, and grpc clients refuse trailers over 16 KiB by default
+# (RESOURCE_EXHAUSTED instead of the status): a request with a thousand bad rows lists
+# the violations that fit this many bytes, and says how many there were.
+VIOLATION_BYTES = 6 * 1024
+
+
 def details_for(error: errors.DomainError) -> list[Message]:
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    metadata = error.metadata
+    violations: tuple[errors.FieldViolation, ...] = ()
+    if isinstance(error, errors.InvalidArgumentError):
+        violations = _fitting(error.violations)
+        if len(violations) < len(error.violations):
+            metadata = {
+                "fields": ",".join(dict.fromkeys(v.field for v in violations)),
+                "violation_count": str(len(error.violations)),
+                "violations_listed": str(len(violations)),
+            }
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)
     details: list[Message] = [info]
     if isinstance(error, errors.InvalidArgumentError):
         details.append(
@@ -59,7 +75,7 @@ def details_for(error: errors.DomainError) -> list[Message]:
                     error_details_pb2.BadRequest.FieldViolation(
                         field=v.field, description=v.description
                     )
-                    for v in error.violations
+                    for v in violations
                 ]
             )
         )
@@ -88,6 +104,19 @@ def details_for(error: errors.DomainError) -> list[Message]:
             )
         )
     return details
+
+
+def _fitting(
+    violations: tuple[errors.FieldViolation, ...],
+) -> tuple[errors.FieldViolation, ...]:
+    """The first violations whose field (twice: BadRequest and ErrorInfo's "fields") and
+    description fit VIOLATION_BYTES."""
+    used = 0
+    for count, violation in enumerate(violations):
+        used += 2 * len(violation.field.encode()) + len(violation.description.encode()) + 8
+        if used > VIOLATION_BYTES:
+            return violations[:count]
+    return violations
 
 
 def status_of(code: grpc.StatusCode, message: str, details: list[Message]) -> grpc.Status:

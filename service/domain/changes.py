@@ -45,6 +45,9 @@ POLL_SECONDS = 0.05
 # With a wake-up signal (PostgreSQL LISTEN) the poll only guards against a lost one.
 SIGNALLED_POLL_SECONDS = 1.0
 RETRY_SECONDS = 0.5
+# Rounds start at least this far apart: under a stream of writes, each round numbers and
+# reads the writes of the last interval together instead of a round per write.
+MIN_ROUND_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +233,7 @@ class ChangeFeed:
             if changes:
                 self._publish(changes)
             if len(changes) < BATCH:
+                await asyncio.sleep(MIN_ROUND_SECONDS)
                 await self._log.wait_for_changes(
                     SIGNALLED_POLL_SECONDS if self._log.signalled else POLL_SECONDS
                 )

@@ -88,6 +88,21 @@ async def test_every_bad_field_is_named_by_its_index_and_nothing_is_created(
     await assert_free(users, good)
 
 
+async def test_a_thousand_bad_rows_are_invalid_argument_with_the_first_listed(
+    users: UserStub,
+) -> None:
+    # Every violation would not fit the trailer a client accepts (16 KiB): the first ones
+    # are listed, and the total is in the ErrorInfo.
+    failure = await fails(users.BatchCreateUsers(batch(*(row(name="x" * 51) for _ in range(1000)))))
+    assert failure.code == Code.INVALID_ARGUMENT, failure.message
+    assert failure.info is not None
+    assert failure.info.metadata["violation_count"] == "1000"
+    listed = int(failure.info.metadata["violations_listed"])
+    assert 10 < listed < 1000
+    assert failure.fields == [f"requests[{i}].user.name" for i in range(listed)]
+    assert "and 995 more" in failure.message
+
+
 async def test_duplicate_inside_the_batch_names_the_later_index(users: UserStub) -> None:
     twice, other = fresh_email(), fresh_email()
     failure = await fails(users.BatchCreateUsers(batch(row(twice), row(other), row(twice.upper()))))
