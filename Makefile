@@ -53,9 +53,10 @@ test: $(BIN)/.installed node_modules/.installed
 unit: $(BIN)/.installed
 	$(BIN)/pytest -q tests/unit tests/domain
 
-# Every suite, one after another (about 17 minutes): the unary table against raw asyncpg,
+# Every suite, one after another (about 25 minutes): the unary table against raw asyncpg,
 # the ceiling against a bare grpc.aio server (issue 7), listing and bulk at a million users,
-# overload up to 4,000 calls in flight (issue 11; needs ../shared/anchors for its Go client).
+# overload up to 4,000 calls in flight (issue 11), the WatchUsers change stream (issue 13;
+# overload and watch need ../shared/anchors for its Go client).
 bench: $(BIN)/.installed
 	bash scripts/test-databases.sh
 	$(BIN)/python -m bench --suite unary
@@ -63,6 +64,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench --suite listing
 	$(BIN)/python -m bench --suite bulk
 	$(BIN)/python -m bench --suite overload
+	$(BIN)/python -m bench --suite watch
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache users.db

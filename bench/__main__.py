@@ -9,7 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bulk, ceiling, database, grpcload, listing, overload
+from bench import (
+    bulk,
+    catch_up,
+    ceiling,
+    database,
+    grpcload,
+    listing,
+    overload,
+    watch,
+    watch_latency,
+    write_cost,
+)
 from bench.baseline import Mode, measure_driver, pool_size_for
 from bench.cpu import CpuWindow, wait_idle
 from bench.load import measure_service
@@ -51,14 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("unary", "listing", "bulk", "ceiling", "overload"),
+        choices=("unary", "listing", "bulk", "ceiling", "overload", "watch"),
         default="unary",
         help="unary: GetUser/CreateUser against the driver (default); listing: ListUsers "
         "page 1 against page 10,000 (issue 4); bulk: StreamUsers, ImportUsers, "
         "BatchCreateUsers (issue 5). listing and bulk seed a million users. ceiling: "
         "GetUser, GetUser FULL, CreateUser, --workers 2 against bench/bare_server.py "
         "(issue 7; --users users with 2 addresses each). overload: GetUser BASIC from "
-        "../shared/anchors' Go load generator at up to 4,000 calls in flight (issue 11).",
+        "../shared/anchors' Go load generator at up to 4,000 calls in flight (issue 11). "
+        "watch: WatchUsers change-to-delivery latency with --watchers watchers under "
+        "CreateUser at --watch-rate calls/s; CreateUser x64 against --before-commit, side "
+        "by side; catch-up from --catch-up-users changes behind (issue 13).",
     )
     parser.add_argument(
         "--large-users", type=int, default=1_000_000, help="listing/bulk: users (1000000)"
@@ -98,9 +112,63 @@ def _parser() -> argparse.ArgumentParser:
         "--anchors-dir",
         type=Path,
         default=grpcload.DEFAULT_ANCHORS,
-        help="overload: the anchors folder holding tools/grpcload (../shared/anchors)",
+        help="overload/watch: the anchors folder holding tools/grpcload (../shared/anchors)",
+    )
+    parser.add_argument(
+        "--watch-parts",
+        type=_parts,
+        default=list(watch.Part),
+        help="watch: the parts to run, comma-separated (latency,write,catch-up)",
+    )
+    parser.add_argument(
+        "--watchers",
+        type=_counts,
+        default=[1, 100, 1000],
+        help="watch: concurrent watchers, a server per value (1,100,1000)",
+    )
+    parser.add_argument(
+        "--watch-rate", type=float, default=500.0, help="watch: CreateUser calls/s, paced (500)"
+    )
+    parser.add_argument(
+        "--watch-clients",
+        type=int,
+        default=4,
+        help="watch: client processes the watchers are spread over, at most (4)",
+    )
+    parser.add_argument(
+        "--watch-drain",
+        type=float,
+        default=30.0,
+        help="watch: seconds after the last write the watchers may take to get every "
+        "change before what they got is reported (30)",
+    )
+    parser.add_argument(
+        "--write-rounds",
+        type=int,
+        default=3,
+        help="watch: turns each side of the write cost takes, alternating (3)",
+    )
+    parser.add_argument(
+        "--before-commit",
+        default="3de4392",
+        help="watch: the commit before WatchUsers, measured beside this code (3de4392)",
+    )
+    parser.add_argument(
+        "--catch-up-users",
+        type=int,
+        default=1_000_000,
+        help="watch: users seeded, so changes the catch-up watcher is behind (1000000)",
     )
     return parser
+
+
+def _parts(raw: str) -> list[watch.Part]:
+    try:
+        return [watch.Part(name.strip()) for name in raw.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: use a comma-separated list of {', '.join(watch.Part)}"
+        ) from None
 
 
 def _limits(raw: str) -> list[int]:
@@ -227,10 +295,38 @@ async def _suite(args: argparse.Namespace) -> None:
                 anchors=args.anchors_dir,
             ),
         )
+    elif args.suite == "watch":
+        await watch.run(args.database_url, _watch_args(args))
     elif args.suite == "ceiling":
         await ceiling.run(args.database_url, args.users, args.warmup, args.duration, args.wait_idle)
     else:
         await _bench(args)
+
+
+def _watch_args(args: argparse.Namespace) -> watch.Args:
+    if args.watch_clients < 1 or args.write_rounds < 1 or args.catch_up_users < 1:
+        raise BenchError("--watch-clients, --write-rounds and --catch-up-users must be ≥ 1")
+    return watch.Args(
+        parts=args.watch_parts,
+        latency=watch_latency.LatencyArgs(
+            watchers=args.watchers,
+            rate=args.watch_rate,
+            clients=args.watch_clients,
+            drain=args.watch_drain,
+            warmup=args.warmup,
+            duration=args.duration,
+            wait_idle=args.wait_idle,
+        ),
+        write=write_cost.WriteArgs(
+            before_commit=args.before_commit,
+            rounds=args.write_rounds,
+            warmup=args.warmup,
+            duration=args.duration,
+            wait_idle=args.wait_idle,
+            anchors=args.anchors_dir,
+        ),
+        catch_up=catch_up.CatchUpArgs(users=args.catch_up_users, wait_idle=args.wait_idle),
+    )
 
 
 def main() -> None:

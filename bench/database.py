@@ -6,11 +6,13 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 from bench.measurement import REPO, BenchError
+from bench.source_tree import python_env
 
 BENCH_DATABASE = "users_bench"
 SEED_DOMAINS = 100
@@ -42,10 +44,17 @@ async def recreate(admin_url: str, database: str = BENCH_DATABASE) -> None:
         await connection.close()
 
 
-async def migrate(url: str) -> None:
-    """Through the service's own CLI, so the schema is exactly what it serves."""
+async def migrate(url: str, tree: Path = REPO) -> None:
+    """Through the service's own CLI, so the schema is exactly what it serves (the CLI of
+    `tree`, for another commit's service)."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "migrate", f"--database-url={url}", cwd=REPO
+        sys.executable,
+        "-m",
+        "service",
+        "migrate",
+        f"--database-url={url}",
+        cwd=tree,
+        env=python_env(tree),
     )
     if await child.wait() != 0:
         raise BenchError(f"python -m service migrate exited {child.returncode}")

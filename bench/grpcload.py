@@ -68,13 +68,44 @@ class GetLoad:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateLoad:
+    """A closed loop of CreateUser calls: `concurrency` workers over `connections` HTTP/2
+    connections, each call with a `deadline`; emails c<tag>-<n>@bench.example.com, so a
+    tag of its own per run keeps runs on one database from colliding."""
+
+    target: str
+    concurrency: int
+    connections: int
+    deadline: float
+    warmup: float
+    duration: float
+    tag: str
+
+    def argv(self, binary: Path) -> list[str]:
+        return [
+            str(binary),
+            "-mode=create",
+            f"-addr={self.target}",
+            f"-c={self.concurrency}",
+            f"-conns={self.connections}",
+            f"-timeout={self.deadline:g}s",
+            f"-warmup={self.warmup:g}s",
+            f"-d={self.duration:g}s",
+            f"-tag={self.tag}",
+        ]
+
+
+Load = GetLoad | CreateLoad
+
+
+@dataclass(frozen=True, slots=True)
 class LoadResult:
     """grpcload's JSON: calls that ended inside the measured window."""
 
     ok: int
     errors: Mapping[str, int]  # grpc-go code names: Unavailable, DeadlineExceeded, ...
     first_error: str
-    mismatched: int  # OK responses whose id is not the one asked for
+    mismatched: int  # OK answers for another id than asked (create: without an id)
     seconds: float
     p50_ms: float
     p99_ms: float
@@ -110,8 +141,8 @@ def build(anchors: Path) -> Path:
     source = anchors / SOURCE
     if not source.is_file():
         raise BenchError(
-            f"no Go load generator at {source}: the overload suite needs the anchors folder "
-            f"(../shared/anchors beside the repository, or --anchors-dir)"
+            f"no Go load generator at {source}: the overload and watch suites need the "
+            "anchors folder (../shared/anchors beside the repository, or --anchors-dir)"
         )
     binary = cache_dir() / "grpcload"
     if binary.is_file() and binary.stat().st_mtime >= source.stat().st_mtime:
@@ -165,7 +196,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-async def start(binary: Path, load: GetLoad) -> asyncio.subprocess.Process:
+async def start(binary: Path, load: Load) -> asyncio.subprocess.Process:
     """Started, not awaited: the caller reads the server's counters at the window's edges."""
     return await asyncio.create_subprocess_exec(
         *load.argv(binary),
@@ -176,7 +207,7 @@ async def start(binary: Path, load: GetLoad) -> asyncio.subprocess.Process:
     )
 
 
-async def finish(process: asyncio.subprocess.Process, load: GetLoad) -> LoadResult:
+async def finish(process: asyncio.subprocess.Process, load: Load) -> LoadResult:
     limit = load.warmup + load.duration + load.deadline + EXIT_GRACE_SECONDS
     try:
         out, err = await asyncio.wait_for(process.communicate(), limit)

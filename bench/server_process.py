@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
@@ -18,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.cpu import tree_cpu_seconds
 from bench.measurement import REPO, BenchError
+from bench.source_tree import python_env
 
 READINESS_SERVICE = "users.v1.UserService"
 START_TIMEOUT_SECONDS = 60.0
@@ -55,13 +57,19 @@ class RssSampler(threading.Thread):
 
 
 class ServerProcess:
-    """`python -m service serve` on 127.0.0.1; `async with` starts it healthy and stops it."""
+    """`python -m service serve` on 127.0.0.1; `async with` starts it healthy and stops it.
 
-    def __init__(self, database_url: str, extra_flags: tuple[str, ...] = ()) -> None:
+    `tree`: the source tree the service runs from (another commit's, bench/source_tree.py).
+    """
+
+    def __init__(
+        self, database_url: str, extra_flags: tuple[str, ...] = (), *, tree: Path = REPO
+    ) -> None:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self._database_url = database_url
         self._extra_flags = extra_flags
+        self._tree = tree
         self._process: asyncio.subprocess.Process | None = None
         self._sampler: RssSampler | None = None
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
@@ -75,6 +83,9 @@ class ServerProcess:
     @property
     def peak_rss_bytes(self) -> int:
         return self._sampler.peak_bytes if self._sampler is not None else 0
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server and its children so far."""
@@ -91,7 +102,8 @@ class ServerProcess:
             f"--port={self.port}",
             f"--database-url={self._database_url}",
             *self._extra_flags,
-            cwd=REPO,
+            cwd=self._tree,
+            env=python_env(self._tree),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
