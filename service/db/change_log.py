@@ -50,8 +50,8 @@ _UNNUMBERED = select(_c.id).where(_c.position.is_(None)).order_by(_c.id).limit(b
 _STATE = select(change_log_state.c.last_position, change_log_state.c.purged_through).where(
     change_log_state.c.id == 1
 )
-# The sequencer's lock: an UPDATE takes the row lock on PostgreSQL and MariaDB, and the
-# writer lock on SQLite, until the round commits.
+# The sequencer's lock, held until the round commits: the row lock of change_log_state
+# on PostgreSQL and MariaDB (SELECT ... FOR UPDATE), the writer lock on SQLite (an UPDATE).
 _LOCK = text("UPDATE change_log_state SET last_position = last_position WHERE id = 1")
 _ADVANCE = text("UPDATE change_log_state SET last_position = :last WHERE id = 1")
 
@@ -81,6 +81,9 @@ class SqlChangeLog:
         dialect = engine.dialect.name
         self._number = _NUMBER["mysql" if dialect == "mariadb" else dialect]
         self._ids_as_json = dialect != "postgresql"
+        # SELECT ... FOR UPDATE takes the lock and reads in one statement; SQLite has no
+        # row locks (its writer lock comes with the first write).
+        self._locks_rows = dialect != "sqlite"
         self._notify = dialect == "postgresql"
         self._listen_url = listen_url if dialect == "postgresql" else None
         self._listener: Any = None  # an asyncpg connection, while listening
@@ -103,10 +106,14 @@ class SqlChangeLog:
                 return await self._number_committed(connection, limit)
 
     async def _number_committed(self, connection: AsyncConnection, limit: int) -> int:
-        await connection.execute(_LOCK)
         # Read under the lock: a round of another process that committed meanwhile is
         # seen, and its changes are numbered already.
-        last = int((await connection.execute(_STATE)).one().last_position)
+        if self._locks_rows:
+            state = (await connection.execute(_STATE.with_for_update())).one()
+        else:
+            await connection.execute(_LOCK)
+            state = (await connection.execute(_STATE)).one()
+        last = int(state.last_position)
         ids = [int(i) for i in (await connection.execute(_UNNUMBERED, {"limit": limit})).scalars()]
         if not ids:
             return 0

@@ -47,7 +47,7 @@ SIGNALLED_POLL_SECONDS = 1.0
 RETRY_SECONDS = 0.5
 # Rounds start at least this far apart: under a stream of writes, each round numbers and
 # reads the writes of the last interval together instead of a round per write.
-MIN_ROUND_SECONDS = 0.01
+MIN_ROUND_SECONDS = 0.025
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +107,7 @@ class ChangeFeed:
         self._outages = 0  # how many times the loop lost the database
         self._task: asyncio.Task[None] | None = None
         self._watchers = 0  # with none, the loop numbers changes but reads none
+        self._head_known = True  # False while no watcher needed the loop to follow it
 
     @property
     def head(self) -> int:
@@ -211,13 +212,19 @@ class ChangeFeed:
         while True:
             try:
                 await self._log.sequence(BATCH)
-                if self._watchers:
-                    changes = await self._log.read(self._head, self._head + BATCH, "")
-                else:
-                    # Nobody to serve: keep up with the log's head, hold nothing.
+                if not self._watchers:
+                    # Nobody to serve: number changes, read and hold nothing.
                     self._buffer.clear()
-                    self._head = (await self._log.state()).last_position
+                    self._head_known = False
                     changes = []
+                else:
+                    if not self._head_known:
+                        # A watcher came: follow from the log's head; what lies before
+                        # it, watchers read from the database.
+                        self._head = (await self._log.state()).last_position
+                        self._head_known = True
+                        self._wake()
+                    changes = await self._log.read(self._head, self._head + BATCH, "")
             except DomainError as error:
                 self._fail(error)
                 await asyncio.sleep(RETRY_SECONDS)

@@ -128,13 +128,20 @@ async def test_a_token_older_than_retention_is_expired(
     assert await feed.start_position(WatchInput(after=6)) == 6
 
 
-async def test_with_no_watcher_the_feed_holds_nothing(
+async def test_with_no_watcher_the_feed_numbers_but_reads_and_holds_nothing(
     log_and_feed: tuple[FakeChangeLog, ChangeFeed],
 ) -> None:
     log, feed = log_and_feed
     write(log, 50)
     async with asyncio.timeout(WAIT):
-        while feed.head < 50:  # noqa: ASYNC110 - the loop moves it
+        while log.pending or log.last_position < 50:  # noqa: ASYNC110 - the loop numbers them
             await asyncio.sleep(0.01)
     assert feed._buffer == []
     assert log.reads == 0
+    # A watcher that comes later is followed from the log's head at once.
+    start = await feed.start_position(WatchInput(after=None))
+    watcher = asyncio.create_task(take(feed, start, 1))
+    await asyncio.sleep(0.05)
+    write(log, 1, first_id=99)
+    [change] = await watcher
+    assert change.position == 51
