@@ -128,6 +128,19 @@ mariadb_up() {
   say "MariaDB: ready"
 }
 
+# ----------------------------------------------------------------- PgBouncer
+# The tests start their own PgBouncer (tests/ops/pgbouncer.py); only the program is needed.
+# The Debian package also starts a service of its own on 6432, which nothing here uses.
+pgbouncer_installed() {
+  command -v pgbouncer >/dev/null 2>&1 && return 0
+  become_admin PgBouncer
+  command -v pgbouncer >/dev/null 2>&1 && return 0
+  say "installing PgBouncer"
+  apt_install pgbouncer
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now pgbouncer 9>&- || true; fi
+  pkill -x pgbouncer || true
+}
+
 # ---------------------------------------------------------------------- main
 if [[ -z ${TEST_POSTGRES_URL:-} ]]; then
   postgres_up
@@ -137,4 +150,7 @@ fi
 if [[ -z ${TEST_MYSQL_URL:-} ]]; then
   mariadb_up
   echo "TEST_MYSQL_URL=$MY_URL"
+fi
+if [[ -z ${TEST_PGBOUNCER_SKIP_INSTALL:-} ]]; then
+  pgbouncer_installed
 fi

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _migrate(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pooler=settings.database_pooler)
     try:
         await upgrade(engine)
     finally:

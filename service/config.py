@@ -11,6 +11,7 @@ from datetime import timedelta
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///users.db"
 LOG_FORMATS = ("text", "json")
 ACCESS_LOGS = ("all", "errors", "off")  # api/calls.py AccessLog
+POOLERS = ("none", "pgbouncer")  # db/engine.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,11 @@ class Settings:
     host: str = "[::]"
     port: int = 50051
     database_url: str = DEFAULT_DATABASE_URL
+    # none, or pgbouncer: the URL leads to PgBouncer in transaction mode (db/engine.py).
+    database_pooler: str = "none"
+    # A URL straight to PostgreSQL for what a transaction pooler cannot carry (LISTEN);
+    # empty: the change feed polls instead.
+    direct_database_url: str = ""
     grace_seconds: float = 10.0
     log_format: str = "text"
     # Which calls get a log line: all, errors (failed or slower than slow_call_ms), off.
@@ -152,6 +158,19 @@ def add_database_flag(parser: argparse.ArgumentParser, env: Mapping[str, str]) -
         help="SQLAlchemy async URL: postgresql+asyncpg://, mysql+aiomysql:// or "
         "sqlite+aiosqlite:/// (DATABASE_URL)",
     )
+    parser.add_argument(
+        "--database-pooler",
+        choices=POOLERS,
+        default=_choice(env, "DATABASE_POOLER", POOLERS, DEFAULTS.database_pooler),
+        help="pgbouncer: --database-url leads to PgBouncer in transaction mode; no "
+        "prepared statement outlives a transaction (DATABASE_POOLER)",
+    )
+    parser.add_argument(
+        "--direct-database-url",
+        default=env.get("DIRECT_DATABASE_URL", ""),
+        help="with a pooler: PostgreSQL itself, for LISTEN (WatchUsers wakes at once); "
+        "without it the change feed polls (DIRECT_DATABASE_URL)",
+    )
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
@@ -160,6 +179,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         host=getattr(args, "host", DEFAULTS.host),
         port=getattr(args, "port", DEFAULTS.port),
         database_url=args.database_url,
+        database_pooler=getattr(args, "database_pooler", DEFAULTS.database_pooler),
+        direct_database_url=getattr(args, "direct_database_url", ""),
         grace_seconds=getattr(args, "grace_seconds", DEFAULTS.grace_seconds),
         log_format=getattr(args, "log_format", DEFAULTS.log_format),
         access_log=getattr(args, "access_log", DEFAULTS.access_log),

@@ -29,8 +29,9 @@ class ReadinessProbe:
         *,
         interval: float = INTERVAL_SECONDS,
         on_tick: Callable[[], None] | None = None,
+        pooler: str = "none",
     ) -> None:
-        self._engine: AsyncEngine = create_engine(database_url, pool_size=1)
+        self._engine: AsyncEngine = create_engine(database_url, pool_size=1, pooler=pooler)
         self._set_ready = set_ready
         self._interval = interval
         self._on_tick = on_tick

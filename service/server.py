@@ -106,7 +106,7 @@ async def start(
     """With `stop`: StoppedError if it is set while the database is being reached (the
     rest of the start takes milliseconds and is never interrupted: cancelled inside
     grpc's own start, a server would be left running)."""
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pooler=settings.database_pooler)
     readiness: ReadinessProbe | None = None
     endpoint: MetricsEndpoint | None = None
     change_feed: ChangeFeed | None = None
@@ -120,8 +120,12 @@ async def start(
             # An engine of its own: the feed's loop never waits for, or holds, a
             # connection that a call needs.
             SqlChangeLog(
-                create_engine(settings.database_url, pool_size=CHANGE_FEED_POOL),
-                listen_url_of(settings.database_url),
+                create_engine(
+                    settings.database_url,
+                    pool_size=CHANGE_FEED_POOL,
+                    pooler=settings.database_pooler,
+                ),
+                listen_url_of(settings),
             ),
             lambda change: convert.change_to_proto(
                 change, resume_tokens.issue(change.position)
@@ -136,7 +140,9 @@ async def start(
             max_in_flight=admission_limit(settings, engine),
             access_log=AccessLog(settings.access_log, settings.slow_call_ms / 1000),
         )
-        new_uow = SqlUnitOfWorkFactory(engine)
+        new_uow = SqlUnitOfWorkFactory(
+            engine, autocommit_reads=settings.database_pooler == "none"
+        )
         server = grpc.aio.server(options=server_options(settings))
         add_servicer(
             server,
@@ -161,6 +167,7 @@ async def start(
             settings.database_url,
             health.set_ready,
             on_tick=None if metrics is None else lambda: metrics.observe_pool(engine),
+            pooler=settings.database_pooler,
         )
         reflection.enable_server_reflection(
             (*READINESS, HEALTH_SERVICE, reflection.SERVICE_NAME), server

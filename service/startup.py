@@ -45,9 +45,9 @@ async def migrate_unless_stopped(engine: AsyncEngine, stop: asyncio.Event | None
         raise StoppedError
 
 
-async def migrate_at(database_url: str, stop: asyncio.Event) -> None:
+async def migrate_at(database_url: str, stop: asyncio.Event, pooler: str = "none") -> None:
     """migrate_unless_stopped on an engine of its own, for a process that serves none."""
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, pooler=pooler)
     try:
         await migrate_unless_stopped(engine, stop)
     finally:

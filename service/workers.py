@@ -167,7 +167,7 @@ async def supervise(settings: Settings, argv: Sequence[str]) -> int:
     authenticator(settings)
     tls_credentials(settings)
     try:
-        await migrate_at(settings.database_url, stopping)
+        await migrate_at(settings.database_url, stopping, settings.database_pooler)
     except StoppedError:
         log.info("stopped before serving")
         return 0

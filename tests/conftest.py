@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -10,11 +11,18 @@ import pytest
 
 from service import server
 from service.config import Settings
-from tests.backends import fresh_database, selected_backends
+from tests.backends import ADMIN_URLS, fresh_database, selected_backends
+from tests.pgbouncer import PgBouncer
 from tests.rpc import AddressStub, UserStub
 
+# The contract suite also runs through PgBouncer in transaction mode (API.md,
+# --database-pooler pgbouncer), in front of the PostgreSQL backend.
+SERVED_BACKENDS = selected_backends() + (
+    ("pgbouncer",) if "postgresql" in selected_backends() else ()
+)
 
-@pytest.fixture(scope="session", params=selected_backends())
+
+@pytest.fixture(scope="session", params=SERVED_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -23,14 +31,30 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def database_url(
     backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
+    """The database itself, for tests that look at it directly (through PgBouncer's
+    backend too: only the server under test goes through the pooler)."""
     # An unreachable backend raises here: a loud error, never a skip.
-    async with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
+    database = "postgresql" if backend == "pgbouncer" else backend
+    async with fresh_database(database, tmp_path_factory.mktemp(backend)) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-async def running(database_url: str) -> AsyncIterator[server.RunningServer]:
+def pgbouncer() -> Iterator[PgBouncer]:
+    with PgBouncer(ADMIN_URLS["postgresql"]) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+async def running(
+    backend: str, database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[server.RunningServer]:
     settings = Settings(host="127.0.0.1", port=0, database_url=database_url)
+    if backend == "pgbouncer":
+        pooled: PgBouncer = request.getfixturevalue("pgbouncer")
+        settings = replace(
+            settings, database_url=pooled.url_for(database_url), database_pooler="pgbouncer"
+        )
     started = await server.start(settings)
     yield started
     await started.stop(grace=1)

@@ -22,6 +22,7 @@ import asyncpg
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.config import Settings
 from service.db.engine import parse_url
 from service.db.errors import translated_errors
 from service.db.tables import change_log_state, user_changes
@@ -224,9 +225,15 @@ def _change_of(row: Any) -> Change:
     return Change(row.position, change_type, user, row.email_domain, commit_time)
 
 
-def listen_url_of(database_url: str) -> str | None:
-    """The asyncpg DSN for LISTEN, from a postgresql+asyncpg URL; None for the others."""
-    url = parse_url(database_url)
+def listen_url_of(settings: Settings) -> str | None:
+    """The asyncpg DSN to LISTEN on: PostgreSQL itself, never through a transaction
+    pooler (LISTEN belongs to a session). None: the change feed polls."""
+    raw = settings.database_url
+    if settings.database_pooler != "none":
+        raw = settings.direct_database_url
+    if not raw:
+        return None
+    url = parse_url(raw)
     if url.get_backend_name() != "postgresql":
         return None
     return url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -62,7 +62,10 @@ def safe_url(raw: str) -> str:
         return raw.rsplit("@", maxsplit=1)[-1] if "@" in raw else raw
 
 
-def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(raw_url: str, *, pool_size: int = 10, pooler: str = "none") -> AsyncEngine:
+    """`pooler` "pgbouncer": the URL leads to PgBouncer in transaction mode, which hands
+    each transaction a server connection of its own choosing: no prepared statement may
+    outlive a transaction, so neither asyncpg nor SQLAlchemy keep any."""
     url = parse_url(raw_url)
     options: dict[str, Any] = {
         "pool_size": pool_size,
@@ -72,6 +75,15 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     }
     if url.get_backend_name() == "postgresql":
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
+        if pooler == "pgbouncer":
+            options["connect_args"]["statement_cache_size"] = 0
+            # SQLAlchemy prepares every statement under a name, and a named statement
+            # stays on the server connection PgBouncer lent, for ever. An unnamed one is
+            # replaced by the next; it is safe only inside a transaction (one server
+            # connection from Parse to Execute), so every unit is one through a pooler
+            # (uow.SqlUnitOfWorkFactory).
+            options["connect_args"]["prepared_statement_name_func"] = _unnamed
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
     if url.get_backend_name() == "sqlite":
         # SQLite allows one writer; one shared connection serialises writers instead
         # of failing them with "database is locked".
@@ -100,6 +112,10 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def _logger_name(logger: logging.Logger | InstanceLogger) -> str:
     return logger.logger.name if isinstance(logger, InstanceLogger) else logger.name
+
+
+def _unnamed() -> str:
+    return ""
 
 
 def pool_capacity(engine: AsyncEngine) -> int:

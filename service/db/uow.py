@@ -79,14 +79,16 @@ class SqlUnitOfWork:
 class SqlUnitOfWorkFactory:
     """The process's UnitOfWorkFactory: a new unit per use case, every one on one pool."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, autocommit_reads: bool = True) -> None:
+        """`autocommit_reads` False: reading units are transactions too (behind a
+        transaction pooler, a statement outside one may not reach one server connection)."""
         self._engine = engine
         # The same pool, its connections in autocommit while checked out. PostgreSQL
         # only: asyncpg switches without a round trip; MariaDB would SET the level both
         # ways and SQLite would hop to its thread, costing more than the BEGIN saved.
         self._reading = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
+            if engine.dialect.name == "postgresql" and autocommit_reads
             else None
         )
 
