@@ -24,6 +24,9 @@ class Settings:
     # A URL straight to PostgreSQL for what a transaction pooler cannot carry (LISTEN);
     # empty: the change feed polls instead.
     direct_database_url: str = ""
+    # PostgreSQL streaming replicas for the reads that may lag (db/replicas.py).
+    read_database_urls: tuple[str, ...] = ()
+    max_replica_lag: float = 5.0
     grace_seconds: float = 10.0
     log_format: str = "text"
     # Which calls get a log line: all, errors (failed or slower than slow_call_ms), off.
@@ -79,6 +82,19 @@ def add_server_flags(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         choices=LOG_FORMATS,
         default=_choice(env, "LOG_FORMAT", LOG_FORMATS, DEFAULTS.log_format),
         help="log line format (LOG_FORMAT)",
+    )
+    parser.add_argument(
+        "--read-database-url",
+        action="append",
+        default=None,
+        help="a PostgreSQL streaming replica for ListUsers, ListAddresses and StreamUsers; "
+        "repeatable (READ_DATABASE_URL, comma-separated)",
+    )
+    parser.add_argument(
+        "--max-replica-lag",
+        type=float,
+        default=_float(env, "MAX_REPLICA_LAG", DEFAULTS.max_replica_lag),
+        help="seconds a replica may lag before its reads go to the primary (MAX_REPLICA_LAG)",
     )
     parser.add_argument(
         "--access-log",
@@ -183,6 +199,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
         direct_database_url=getattr(args, "direct_database_url", ""),
         grace_seconds=getattr(args, "grace_seconds", DEFAULTS.grace_seconds),
         log_format=getattr(args, "log_format", DEFAULTS.log_format),
+        read_database_urls=_read_urls(getattr(args, "read_database_url", None), env),
+        max_replica_lag=getattr(args, "max_replica_lag", DEFAULTS.max_replica_lag),
         access_log=getattr(args, "access_log", DEFAULTS.access_log),
         slow_call_ms=getattr(args, "slow_call_ms", DEFAULTS.slow_call_ms),
         workers=getattr(args, "workers", DEFAULTS.workers),
@@ -275,3 +293,9 @@ def _duration(env: Mapping[str, str], name: str, default: timedelta) -> timedelt
         return duration(raw)
     except argparse.ArgumentTypeError as error:
         raise SystemExit(f"users-service: error: {name}: {error}") from None
+
+
+def _read_urls(flags: list[str] | None, env: Mapping[str, str]) -> tuple[str, ...]:
+    """--read-database-url flags if any, else READ_DATABASE_URL split at commas."""
+    urls = flags if flags else env.get("READ_DATABASE_URL", "").split(",")
+    return tuple(url.strip() for url in urls if url.strip())

@@ -86,12 +86,32 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.replica_usable = Gauge(
+            "users_db_replica_usable",
+            "1 while a read replica serves reads, 0 while it is skipped for the primary.",
+            ("replica",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.replica_lag = Gauge(
+            "users_db_replica_lag_seconds",
+            "How far a read replica's replay was behind at its last check.",
+            ("replica",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.pool_checked_out = Gauge(
             "users_db_pool_checked_out",
             "Connections of the pool that calls hold now.",
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+
+    def observe_replica(self, replica: str, usable: bool, lag: float | None) -> None:
+        """Each read replica's last check (db/replicas.py)."""
+        self.replica_usable.labels(replica=replica).set(1 if usable else 0)
+        if lag is not None:
+            self.replica_lag.labels(replica=replica).set(lag)
 
     def for_method(self, service: str, method: str) -> MethodMetrics:
         return MethodMetrics(self, service, method)

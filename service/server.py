@@ -30,6 +30,7 @@ from service.config import Settings
 from service.db import server_keys
 from service.db.change_log import SqlChangeLog, listen_url_of
 from service.db.engine import create_engine, pool_capacity
+from service.db.replicas import ReplicaSet
 from service.db.uow import SqlUnitOfWorkFactory
 from service.domain import housekeeping
 from service.domain.changes import ChangeFeed
@@ -70,6 +71,7 @@ class RunningServer:
     readiness: ReadinessProbe
     housekeeping: asyncio.Task[None] | None = None
     change_feed: ChangeFeed | None = None
+    replicas: ReplicaSet | None = None
     auth: TokenAuthenticator | None = None
     metrics_endpoint: MetricsEndpoint | None = None
 
@@ -90,6 +92,8 @@ class RunningServer:
         await self.server.stop(grace)
         if self.change_feed is not None:
             await self.change_feed.stop()
+        if self.replicas is not None:
+            await self.replicas.stop()
         if self.housekeeping is not None:
             self.housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -110,27 +114,14 @@ async def start(
     readiness: ReadinessProbe | None = None
     endpoint: MetricsEndpoint | None = None
     change_feed: ChangeFeed | None = None
+    replicas: ReplicaSet | None = None
     try:
         if migrate:
             await migrate_unless_stopped(engine, stop)
         key = await until_stopped(stop, _page_token_key(settings, engine))
         page_tokens = PageTokenCodec(key)
         resume_tokens = ResumeTokenCodec(key)
-        change_feed = ChangeFeed(
-            # An engine of its own: the feed's loop never waits for, or holds, a
-            # connection that a call needs.
-            SqlChangeLog(
-                create_engine(
-                    settings.database_url,
-                    pool_size=CHANGE_FEED_POOL,
-                    pooler=settings.database_pooler,
-                ),
-                listen_url_of(settings),
-            ),
-            lambda change: convert.change_to_proto(
-                change, resume_tokens.issue(change.position)
-            ).SerializeToString(),
-        )
+        change_feed = change_feed_for(settings, resume_tokens)
         await until_stopped(stop, change_feed.start())
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None
@@ -140,8 +131,12 @@ async def start(
             max_in_flight=admission_limit(settings, engine),
             access_log=AccessLog(settings.access_log, settings.slow_call_ms / 1000),
         )
+        replicas = replicas_for(settings, metrics)
+        await until_stopped(stop, replicas.start())
         new_uow = SqlUnitOfWorkFactory(
-            engine, autocommit_reads=settings.database_pooler == "none"
+            engine,
+            autocommit_reads=settings.database_pooler == "none",
+            replicas=replicas if replicas else None,
         )
         server = grpc.aio.server(options=server_options(settings))
         add_servicer(
@@ -172,18 +167,7 @@ async def start(
         reflection.enable_server_reflection(
             (*READINESS, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
-        address = f"{settings.host}:{settings.port}"
-        credentials = tls_credentials(settings)
-        try:
-            if credentials is None:
-                port = server.add_insecure_port(address)
-            else:
-                port = server.add_secure_port(address, credentials)
-        except RuntimeError as error:
-            raise StartupError(
-                f"cannot listen on {address}: the port is taken or the host is not an "
-                "address of this machine"
-            ) from error
+        port = listen(server, settings)
         if metrics is not None and settings.metrics_port is not None and not settings.worker:
             # Workers leave /metrics to their parent, which sums them (service/metrics.py).
             endpoint = metrics_endpoint(settings, metrics.registry)
@@ -191,6 +175,8 @@ async def start(
     except BaseException:
         if change_feed is not None:
             await change_feed.stop()
+        if replicas is not None:
+            await replicas.stop()
         if readiness is not None:
             await readiness.stop()
         if endpoint is not None:
@@ -210,8 +196,51 @@ async def start(
             _housekeep(new_uow, change_feed, settings.change_retention)
         ),
         change_feed=change_feed,
+        replicas=replicas,
         auth=auth,
         metrics_endpoint=endpoint,
+    )
+
+
+def listen(server: grpc.aio.Server, settings: Settings) -> int:
+    """Binds the address (TLS if configured); the port bound (settings.port 0: any)."""
+    address = f"{settings.host}:{settings.port}"
+    credentials = tls_credentials(settings)
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as error:
+        raise StartupError(
+            f"cannot listen on {address}: the port is taken or the host is not an "
+            "address of this machine"
+        ) from error
+
+
+def change_feed_for(settings: Settings, resume_tokens: ResumeTokenCodec) -> ChangeFeed:
+    return ChangeFeed(
+        # An engine of its own: the feed's loop never waits for, or holds, a connection
+        # that a call needs.
+        SqlChangeLog(
+            create_engine(
+                settings.database_url,
+                pool_size=CHANGE_FEED_POOL,
+                pooler=settings.database_pooler,
+            ),
+            listen_url_of(settings),
+        ),
+        lambda change: convert.change_to_proto(
+            change, resume_tokens.issue(change.position)
+        ).SerializeToString(),
+    )
+
+
+def replicas_for(settings: Settings, metrics: Metrics | None) -> ReplicaSet:
+    return ReplicaSet(
+        settings.read_database_urls,
+        max_lag=settings.max_replica_lag,
+        pooler=settings.database_pooler,
+        observe=None if metrics is None else metrics.observe_replica,
     )
 
 

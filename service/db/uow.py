@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -12,6 +13,7 @@ from service.db.addresses_store import AddressesStore
 from service.db.bulk_store import BulkStore
 from service.db.errors import is_unavailable, translated_errors
 from service.db.import_store import ImportStore
+from service.db.replicas import ReplicaSet
 from service.db.requests_store import RequestsStore
 from service.db.users_store import UsersStore
 from service.domain.errors import DatabaseUnavailableError
@@ -29,17 +31,42 @@ class SqlUnitOfWork:
     imports: ImportStore
 
     def __init__(
-        self, engine: AsyncEngine, *, writes: bool = True, transactional: bool = True
+        self,
+        engine: AsyncEngine,
+        *,
+        writes: bool = True,
+        transactional: bool = True,
+        fallback: SqlUnitOfWork | None = None,
+        on_fallback: Callable[[BaseException], None] | None = None,
     ) -> None:
+        """`fallback`: the unit to become if `engine` cannot be reached (a read replica
+        gone: its reads go to the primary, no error); `on_fallback` hears why."""
         self._engine = engine
         self._writes = writes
         self._transactional = transactional
+        self._fallback = fallback
+        self._on_fallback = on_fallback
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
 
+    async def _connect(self) -> AsyncConnection:
+        try:
+            async with translated_errors():
+                return await self._engine.connect()
+        except DatabaseUnavailableError as error:
+            fallback = self._fallback
+            if fallback is None:
+                raise
+            if self._on_fallback is not None:
+                self._on_fallback(error.__cause__ or error)
+            self._engine, self._transactional = fallback._engine, fallback._transactional
+            self._fallback = None
+            async with translated_errors():
+                return await self._engine.connect()
+
     async def __aenter__(self) -> Self:
+        self._connection = await self._connect()
         async with translated_errors():
-            self._connection = await self._engine.connect()
             if self._transactional:
                 try:
                     self._transaction = await self._connection.begin()
@@ -79,10 +106,17 @@ class SqlUnitOfWork:
 class SqlUnitOfWorkFactory:
     """The process's UnitOfWorkFactory: a new unit per use case, every one on one pool."""
 
-    def __init__(self, engine: AsyncEngine, *, autocommit_reads: bool = True) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        autocommit_reads: bool = True,
+        replicas: ReplicaSet | None = None,
+    ) -> None:
         """`autocommit_reads` False: reading units are transactions too (behind a
         transaction pooler, a statement outside one may not reach one server connection)."""
         self._engine = engine
+        self._replicas = replicas
         # The same pool, its connections in autocommit while checked out. PostgreSQL
         # only: asyncpg switches without a round trip; MariaDB would SET the level both
         # ways and SQLite would hop to its thread, costing more than the BEGIN saved.
@@ -92,7 +126,22 @@ class SqlUnitOfWorkFactory:
             else None
         )
 
-    def reading(self) -> SqlUnitOfWork:
+    def reading(self, *, stale_ok: bool = False) -> SqlUnitOfWork:
+        primary = self._primary_reading()
+        replica = self._replicas.pick() if stale_ok and self._replicas else None
+        if replica is None:
+            return primary
+        replicas = self._replicas
+        assert replicas is not None
+        return SqlUnitOfWork(
+            replica.engine,
+            writes=False,
+            transactional=primary._transactional,
+            fallback=primary,
+            on_fallback=lambda error: replicas.failed(replica, error),
+        )
+
+    def _primary_reading(self) -> SqlUnitOfWork:
         if self._reading is None:
             return SqlUnitOfWork(self._engine, writes=False)
         return SqlUnitOfWork(self._reading, writes=False, transactional=False)

@@ -104,7 +104,7 @@ async def list_addresses(
     if user_id > 0:  # the token is bound to the user, so only a valid one can check it
         after = listing.read_token(found, tokens, scope, page_token, key_type=int)
     found.raise_if_any()
-    async with new_uow.reading() as uow:
+    async with new_uow.reading(stale_ok=True) as uow:
         if not await uow.users.get_many([user_id], View.BASIC):
             raise UserNotFoundError(user_id)
         after_id = None if after is None else after.id

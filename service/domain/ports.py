@@ -242,7 +242,10 @@ class UnitOfWork(ReadingUnit, Protocol):
 class UnitOfWorkFactory(Protocol):
     """A new unit per use case, of the kind the use case says it needs."""
 
-    def reading(self) -> ReadingUnit: ...
+    def reading(self, *, stale_ok: bool = False) -> ReadingUnit:
+        """`stale_ok`: the use case accepts data a read replica may have a few seconds
+        behind (--max-replica-lag); never for reads a client compares etags with."""
+        ...
 
     def writing(self) -> UnitOfWork: ...
 

@@ -69,7 +69,7 @@ async def stream_users(new_uow: UnitOfWorkFactory, request: StreamInput) -> Asyn
     with_addresses = stream.view is View.FULL
 
     async def read(after_id: int) -> RowBatch:
-        async with new_uow.reading() as uow:
+        async with new_uow.reading(stale_ok=True) as uow:
             return await uow.users.stream_rows(
                 stream.user_filter, after_id, stream.batch_size, with_addresses=with_addresses
             )

@@ -104,6 +104,41 @@ class PrivateCluster:
             )
 
 
+class PrivateReplica(PrivateCluster):
+    """A streaming replica of `primary` (pg_basebackup -R) on a port of its own; stop(),
+    start(), pause_replay() and resume_replay() at will; removed on exit."""
+
+    def __init__(self, primary: PrivateCluster) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def __enter__(self) -> Self:
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(OWNER)
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+        try:
+            self._run(
+                BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port),
+                "-U", "postgres", "-D", self.data, "-R", "-X", "stream", "-c", "fast",
+            )  # fmt: skip
+            self.start()
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        return self
+
+    def sql(self, statement: str) -> str:
+        done = subprocess.run(
+            [BIN / "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-At",
+             "-c", statement],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+
 class PrivateMariaDB:
     """The same for MariaDB: `mariadb-install-db` into a temporary folder, `mariadbd` on a
     free port; stop() is SIGTERM (its normal shutdown), start() runs it again."""

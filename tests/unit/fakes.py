@@ -224,7 +224,7 @@ class FakeUnitOfWorkFactory:
     def __init__(self, database: FakeDatabase) -> None:
         self.database = database
 
-    def reading(self) -> FakeUnit:
+    def reading(self, *, stale_ok: bool = False) -> FakeUnit:
         return FakeUnit(self.database, writing=False)
 
     def writing(self) -> FakeUnit:
