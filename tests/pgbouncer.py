@@ -58,7 +58,7 @@ class PgBouncer:
             "pool_mode = transaction\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
             "max_client_conn = 1000\n"
-            "default_pool_size = 40\n"
+            "default_pool_size = 10\n"
         )
         users.write_text(f'"{self._upstream.username or "postgres"}" ""\n')
         command = [binary, str(config)]
