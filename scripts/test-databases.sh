@@ -141,6 +141,20 @@ pgbouncer_installed() {
   pkill -x pgbouncer || true
 }
 
+# ------------------------------------------------- Patroni, etcd and HAProxy
+# The failover test starts its own etcd, two Patroni nodes and an HAProxy
+# (tests/ops/failover.py); only the programs are needed. Packaged services stay off.
+failover_stack_installed() {
+  command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 \
+    && command -v haproxy >/dev/null 2>&1 && return 0
+  become_admin "Patroni, etcd and HAProxy"
+  say "installing Patroni, etcd and HAProxy"
+  apt_install patroni etcd-server haproxy
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now patroni etcd haproxy 9>&- || true
+  fi
+}
+
 # ---------------------------------------------------------------------- main
 if [[ -z ${TEST_POSTGRES_URL:-} ]]; then
   postgres_up
@@ -151,6 +165,5 @@ if [[ -z ${TEST_MYSQL_URL:-} ]]; then
   mariadb_up
   echo "TEST_MYSQL_URL=$MY_URL"
 fi
-if [[ -z ${TEST_PGBOUNCER_SKIP_INSTALL:-} ]]; then
-  pgbouncer_installed
-fi
+pgbouncer_installed
+failover_stack_installed
