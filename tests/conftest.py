@@ -15,15 +15,11 @@ from tests.backends import ADMIN_URLS, fresh_database, selected_backends
 from tests.pgbouncer import PgBouncer
 from tests.rpc import AddressStub, UserStub
 
-# The contract suite also runs through PgBouncer in transaction mode (API.md,
-# --database-pooler pgbouncer), in front of the PostgreSQL backend.
-SERVED_BACKENDS = selected_backends() + (
-    ("pgbouncer",) if "postgresql" in selected_backends() else ()
-)
 
-
-@pytest.fixture(scope="session", params=SERVED_BACKENDS)
+@pytest.fixture(scope="session", params=selected_backends())
 def backend(request: pytest.FixtureRequest) -> str:
+    """The database a test runs on; the contract suite adds "pgbouncer" (its conftest):
+    PostgreSQL, with the server under test going through PgBouncer."""
     return str(request.param)
 
 
