@@ -122,7 +122,9 @@ async def start(
         page_tokens = PageTokenCodec(key)
         resume_tokens = ResumeTokenCodec(key)
         change_feed = change_feed_for(settings, resume_tokens)
-        await until_stopped(stop, change_feed.start())
+        # Not interruptible: the database answered just now, and a feed cut short while
+        # connecting would leave a driver thread behind (aiosqlite).
+        await change_feed.start()
         auth = authenticator(settings)
         metrics = Metrics() if settings.metrics_port is not None else None
         calls = CallLayer(
@@ -132,7 +134,7 @@ async def start(
             access_log=AccessLog(settings.access_log, settings.slow_call_ms / 1000),
         )
         replicas = replicas_for(settings, metrics)
-        await until_stopped(stop, replicas.start())
+        await replicas.start()  # each check is bounded (CHECK_TIMEOUT_SECONDS)
         new_uow = SqlUnitOfWorkFactory(
             engine,
             autocommit_reads=settings.database_pooler == "none",
