@@ -41,6 +41,7 @@ lint: $(BIN)/.installed node_modules/.installed check-gen
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy service tests bench
 	npx --no-install buf lint
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 
 dbs:
 	bash scripts/test-databases.sh
