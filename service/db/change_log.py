@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from service.domain.ports import ChangeLogState
 log = logging.getLogger("users.changes")
 
 NOTIFY_CHANNEL = "users_changes"  # the triggers of migration 0005 notify it
+RELISTEN_SECONDS = 5.0  # after a failed LISTEN connection, poll this long before the next
 
 _c = user_changes.c
 _READ_COLUMNS = (
@@ -89,6 +91,7 @@ class SqlChangeLog:
         self._listen_url = listen_url if dialect == "postgresql" else None
         self._listener: Any = None  # an asyncpg connection, while listening
         self._woken = asyncio.Event()
+        self._listen_after = 0.0  # monotonic time of the next LISTEN attempt
         self.signalled = False
 
     async def state(self) -> ChangeLogState:
@@ -172,7 +175,11 @@ class SqlChangeLog:
         return int(deleted.rowcount)
 
     async def wait_for_changes(self, seconds: float) -> None:
-        if self._listen_url is not None and self._listener is None:
+        if (
+            self._listen_url is not None
+            and self._listener is None
+            and time.monotonic() >= self._listen_after
+        ):
             await self._listen()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -185,11 +192,12 @@ class SqlChangeLog:
         try:
             listener = await asyncpg.connect(self._listen_url, timeout=5)
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        except Exception as error:  # any failure to listen means: poll
             # Polling still delivers every change, only later; the next wait tries again.
             if self.signalled:
                 log.warning("change notifications lost (%s); polling until back", error)
             self.signalled = False
+            self._listen_after = time.monotonic() + RELISTEN_SECONDS
             return
         listener.add_termination_listener(self._on_listener_lost)
         self._listener = listener

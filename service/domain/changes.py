@@ -241,9 +241,18 @@ class ChangeFeed:
                 self._publish(changes)
             if len(changes) < BATCH:
                 await asyncio.sleep(MIN_ROUND_SECONDS)
-                await self._log.wait_for_changes(
-                    SIGNALLED_POLL_SECONDS if self._log.signalled else POLL_SECONDS
-                )
+                await self._wait()
+
+    async def _wait(self) -> None:
+        """Until the log signals a write, or the poll interval; the loop outlives any
+        failure of the signal (it polls meanwhile)."""
+        try:
+            await self._log.wait_for_changes(
+                SIGNALLED_POLL_SECONDS if self._log.signalled else POLL_SECONDS
+            )
+        except Exception:
+            log.exception("waiting for change notifications failed; polling")
+            await asyncio.sleep(POLL_SECONDS)
 
     def _publish(self, changes: Sequence[Change]) -> None:
         encode = self._encoded

@@ -79,6 +79,15 @@ class FailoverCluster:
             f"{self.haproxy_port}/postgres"
         )
 
+    @property
+    def multihost_url(self) -> str:
+        """The service's URL without HAProxy: both nodes, the driver picks the writable."""
+        hosts = "&".join(f"host=127.0.0.1:{node.pg_port}" for node in self.nodes)
+        return (
+            f"postgresql+asyncpg://postgres:{SUPERUSER_PASSWORD}@/postgres?{hosts}"
+            "&target_session_attrs=read-write"
+        )
+
     def __enter__(self) -> Self:
         if os.geteuid() == 0:
             owner = pwd.getpwnam(OWNER)

@@ -93,11 +93,15 @@ async def stored(url: str) -> dict[str, list[int]]:
 
 
 @pytest.mark.slow
-async def test_the_service_rides_a_failover_without_a_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("route", ["haproxy", "multihost"])
+async def test_the_service_rides_a_failover_without_a_restart(tmp_path: Path, route: str) -> None:
+    """haproxy: the URL leads to HAProxy; multihost: the URL names both nodes and asks for
+    the writable one (target_session_attrs=read-write), no proxy in between."""
     log = Log()
     with FailoverCluster() as cluster:
         port = free_port()
-        args = ["--port", str(port), "--database-url", cluster.url, "--grace-seconds", "2"]
+        url = cluster.url if route == "haproxy" else cluster.multihost_url
+        args = ["--port", str(port), "--database-url", url, "--grace-seconds", "2"]
         with ServerProcess(tmp_path, args, port=port) as server:
             async with grpc.aio.insecure_channel(server.target) as channel:
                 stub, stop = UserStub(channel), asyncio.Event()
