@@ -65,6 +65,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench --suite listing
 	$(BIN)/python -m bench --suite bulk
 	$(BIN)/python -m bench --suite overload
+	$(BIN)/python -m bench --suite scale
 	$(BIN)/python -m bench --suite watch
 
 clean:

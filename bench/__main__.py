@@ -17,6 +17,7 @@ from bench import (
     grpcload,
     listing,
     overload,
+    scale,
     watch,
     watch_latency,
     write_cost,
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("unary", "listing", "bulk", "ceiling", "overload", "watch"),
+        choices=("unary", "listing", "bulk", "ceiling", "overload", "scale", "watch"),
         default="unary",
         help="unary: GetUser/CreateUser against the driver (default); listing: ListUsers "
         "page 1 against page 10,000 (issue 4); bulk: StreamUsers, ImportUsers, "
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         "GetUser, GetUser FULL, CreateUser, --workers 2 against bench/bare_server.py "
         "(issue 7; --users users with 2 addresses each). overload: GetUser BASIC from "
         "../shared/anchors' Go load generator at up to 4,000 calls in flight (issue 11). "
+        "scale: ListUsers with reads on a streaming replica against none, GetUser through "
+        "PgBouncer against direct (issue 15; private clusters). "
         "watch: WatchUsers change-to-delivery latency with --watchers watchers under "
         "CreateUser at --watch-rate calls/s; CreateUser x64 against --before-commit, side "
         "by side; catch-up from --catch-up-users changes behind (issue 13).",
@@ -297,6 +300,8 @@ async def _suite(args: argparse.Namespace) -> None:
         )
     elif args.suite == "watch":
         await watch.run(args.database_url, _watch_args(args))
+    elif args.suite == "scale":
+        await scale.run(scale.Args(args.warmup, args.duration, args.anchors_dir))
     elif args.suite == "ceiling":
         await ceiling.run(args.database_url, args.users, args.warmup, args.duration, args.wait_idle)
     else:
