@@ -179,6 +179,10 @@ def _driver_says_unavailable(error: sa_exc.DBAPIError) -> bool:
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str):
         return sqlstate.startswith(_PG_UNAVAILABLE_CLASSES)
+    if isinstance(orig, asyncpg.InternalClientError) or isinstance(
+        orig.__cause__ if orig is not None else None, asyncpg.InternalClientError
+    ):
+        return True  # asyncpg's protocol out of step with a session that ended
     return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
@@ -240,7 +244,9 @@ async def driver_errors_translated() -> AsyncIterator[None]:
     """As translated_errors, around asyncpg used directly (its errors are not wrapped)."""
     try:
         yield
-    except (asyncpg.InterfaceError, OSError) as error:  # the connection is gone
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as error:
+        # The connection is gone, or its protocol is (a session the server ended while
+        # the pool held it: "another operation is in progress"); the caller discards it.
         raise DatabaseUnavailableError() from error
     except asyncpg.PostgresError as error:
         if str(error.sqlstate).startswith(_PG_UNAVAILABLE_CLASSES):

@@ -8,11 +8,15 @@ import asyncio
 import logging
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.db.engine import create_engine
+from service.db.errors import driver_errors_translated, is_unavailable
+from service.domain.errors import DatabaseUnavailableError
 from tests.backends import fresh_database, selected_backends
 
 SESSION_ID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
@@ -63,3 +67,12 @@ async def test_a_lost_pooled_connection_is_one_warning_and_replaced(
         [warning] = [r for r in pool_records if r.levelno == logging.WARNING]
         assert warning.getMessage().startswith("a pooled connection was lost"), warning
         assert "Lost connection" in warning.getMessage()
+
+
+async def test_asyncpg_out_of_step_with_an_ended_session_is_unavailable() -> None:
+    """What a checkout of a connection the server ended a moment ago raises: retryable."""
+    lost = asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
+    assert is_unavailable(sa_exc.InternalError("SELECT 1", {}, lost))
+    with pytest.raises(DatabaseUnavailableError):
+        async with driver_errors_translated():
+            raise lost

@@ -143,5 +143,8 @@ async def test_random_deadlines_and_cancellations_leave_no_connection_checked_ou
     # Some calls finished, some ran out of time, some were cancelled by the client.
     assert {"OK", "DEADLINE_EXCEEDED", "CANCELLED"} <= set(outcomes), Counter(outcomes)
     await returned_to_pool(running)
-    assert running.calls.in_flight == 0
+    # A cancelled call leaves the call layer a moment after its connection went back.
+    async with asyncio.timeout(5):
+        while running.calls.in_flight:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.05)
     assert await users.GetUser(user_service_pb2.GetUserRequest(id=user.id), timeout=5) == user
