@@ -338,6 +338,21 @@ async def _page_token_key(settings: Settings, engine: AsyncEngine) -> bytes:
     return await server_keys.load_or_create(engine, server_keys.PAGE_TOKEN_KEY)
 
 
+# How often a worker checks that its parent still runs.
+PARENT_CHECK_SECONDS = 1.0
+
+
+async def _stop_if_orphaned(stop: asyncio.Event) -> None:
+    """A worker whose parent died without passing a signal on (SIGKILL, OOM) drains and
+    exits instead of serving on unsupervised, holding the port and its connections."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            log.warning("the parent process %d is gone: this worker stops", parent)
+            stop.set()
+
+
 async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then drains within the grace period. One that comes
     before the database is ready ends the start instead; one during the rest of the start
@@ -356,7 +371,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     if running.auth is not None:
         loop.add_signal_handler(signal.SIGHUP, running.auth.reload)
+    orphaned = asyncio.create_task(_stop_if_orphaned(stop)) if settings.worker else None
     await stop.wait()
+    if orphaned is not None:
+        orphaned.cancel()
     log.info("stopping: draining calls for up to %.1f s", settings.grace_seconds)
     await running.stop(settings.grace_seconds)
     log.info("stopped")

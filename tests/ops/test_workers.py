@@ -31,6 +31,8 @@ from tests.rpc import UserStub, create_user
 
 GRACE_SECONDS = 5.0
 RESTART_SECONDS = 10.0
+# A worker notices a dead parent within a second and drains (GRACE_SECONDS at most).
+ORPHAN_SECONDS = 1.0 + GRACE_SECONDS + 5.0
 # Seconds after Python starts in the parent: its imports, its migration of a fresh
 # database, spawning the workers. None: as soon as it catches SIGTERM (its imports).
 PARENT_MOMENTS = (None, 0.3, 0.6)
@@ -197,3 +199,17 @@ async def test_a_worker_that_dies_while_draining_fails_the_parent(
         await locker.dispose()
     assert code == 1, process.stderr
     assert f"exited with {-signal.SIGKILL} while stopping" in process.stderr, process.stderr
+
+
+@pytest.mark.slow
+async def test_workers_of_a_parent_killed_outright_stop_by_themselves(tmp_path: Path) -> None:
+    async with fresh_database("sqlite", tmp_path) as url:
+        port = free_port()
+        with ServerProcess(tmp_path, workers_args(port, url), port=port) as process:
+            workers = await wait_for_workers(process.pid, port, 2, set())
+            assert process.terminate(5, signal.SIGKILL) == -signal.SIGKILL
+            gone, alive = await asyncio.to_thread(
+                psutil.wait_procs, [psutil.Process(pid) for pid in workers], ORPHAN_SECONDS
+            )
+            assert alive == [], f"workers {[p.pid for p in alive]} outlived their parent"
+            assert {p.pid for p in gone} == workers

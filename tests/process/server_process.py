@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from types import TracebackType
 from typing import IO, Self
 
 import grpc
+import psutil  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 START_TIMEOUT_SECONDS = 60.0
@@ -159,5 +161,13 @@ class ServerProcess:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        # Its workers too (--workers), even once their parent is gone: a test that failed
+        # must not leave them serving.
+        port = self.target.rsplit(":", 1)[1]
+        for candidate in psutil.process_iter(["cmdline"]):
+            command = candidate.info["cmdline"] or []
+            if "--worker" in command and port in command:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    candidate.kill()
         if self._stderr is not None:
             self._stderr.close()
