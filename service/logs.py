@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 # The fields of the one line per call (api/calls.py), passed as `extra`.
@@ -63,13 +64,18 @@ class LostConnectionFilter(logging.Filter):
     between its last statement and its return to the pool; the pool's rollback-on-return
     then fails and SQLAlchemy logs an ERROR with a traceback. The pool discards that
     connection and the next checkout connects afresh (API.md: the service recovers by
-    itself), so a lost connection becomes one WARNING line. Any other reset failure
-    (a connection misused by two tasks, say) is a defect and stays an ERROR."""
+    itself), so a lost connection (`is_lost`, the database layer's judgement) becomes one
+    WARNING line. Any other reset failure (a connection misused by two tasks, say) is a
+    defect and stays an ERROR."""
+
+    def __init__(self, is_lost: Callable[[BaseException], bool]) -> None:
+        super().__init__()
+        self._is_lost = is_lost
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and record.msg == POOL_RESET_FAILED:
             error = record.exc_info[1] if record.exc_info else None
-            if error is not None and connection_lost(error):
+            if error is not None and self._is_lost(error):
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
                 record.msg, record.args = (
                     "a pooled connection was lost before it could be reset, and is "
@@ -80,36 +86,11 @@ class LostConnectionFilter(logging.Filter):
         return True
 
 
-def connection_lost(error: BaseException) -> bool:
-    """Whether `error`, or an error it was raised from, says the connection is gone:
-    a socket error or an end of stream, as every driver's lost connection starts."""
-    seen: BaseException | None = error
-    for _ in range(10):  # a bounded walk: chains are short, and may loop
-        if seen is None:
-            return False
-        if isinstance(seen, OSError | EOFError) or type(seen).__name__ in LOST_CONNECTION_ERRORS:
-            return True
-        if (
-            seen.args
-            and seen.args[0] in MYSQL_CONNECTION_LOST
-            and type(seen).__name__ == ("OperationalError")
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-# Driver errors for a connection that is gone that carry no socket error with them.
-LOST_CONNECTION_ERRORS = frozenset({"ConnectionDoesNotExistError"})  # asyncpg
-# MySQL client codes: "server has gone away", "lost connection to server during query".
-MYSQL_CONNECTION_LOST = frozenset({2006, 2013})
-
-
-def quiet_lost_connections(pool_logger_name: str) -> None:
+def quiet_lost_connections(pool_logger_name: str, is_lost: Callable[[BaseException], bool]) -> None:
     """Installs LostConnectionFilter on a pool's logger, once."""
     logger = logging.getLogger(pool_logger_name)
     if not any(isinstance(f, LostConnectionFilter) for f in logger.filters):
-        logger.addFilter(LostConnectionFilter())
+        logger.addFilter(LostConnectionFilter(is_lost))
 
 
 def configure_logging(log_format: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.log import InstanceLogger
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from service.db.cancellation import release_sqlite_writer
+from service.db.errors import connection_lost
 from service.logs import quiet_lost_connections
 
 SUPPORTED_DRIVERS = {
@@ -101,7 +102,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10, pooler: str = "none") ->
         # concurrent inserts of one key (request ids, emails) into deadlocks.
         options["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(url, **options)
-    quiet_lost_connections(_logger_name(engine.sync_engine.pool.logger))
+    quiet_lost_connections(_logger_name(engine.sync_engine.pool.logger), connection_lost)
     if url.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "handle_error", release_sqlite_writer)

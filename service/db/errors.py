@@ -41,6 +41,12 @@ _PG_UNAVAILABLE_CLASSES = ("08", "53", "57P", "40001", "40P01")
 # MariaDB client/server errors for a lost or refused connection, overload, lock
 # wait timeout and deadlock.
 _MYSQL_UNAVAILABLE = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+# MySQL client codes for a connection that was open and is gone: "server has gone away",
+# "lost connection to server during query".
+_MYSQL_CONNECTION_LOST = {2006, 2013}
+# asyncpg used directly: the connection is gone, or its protocol is (a session the server
+# ended while the pool held it: "another operation is in progress").
+_ASYNCPG_CONNECTION_GONE = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,11 +250,24 @@ async def driver_errors_translated() -> AsyncIterator[None]:
     """As translated_errors, around asyncpg used directly (its errors are not wrapped)."""
     try:
         yield
-    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as error:
-        # The connection is gone, or its protocol is (a session the server ended while
-        # the pool held it: "another operation is in progress"); the caller discards it.
+    except (*_ASYNCPG_CONNECTION_GONE, OSError) as error:
         raise DatabaseUnavailableError() from error
     except asyncpg.PostgresError as error:
         if str(error.sqlstate).startswith(_PG_UNAVAILABLE_CLASSES):
             raise DatabaseUnavailableError() from error
         raise
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether a driver error, or one it was raised from, says an open connection is
+    gone: a socket error or end of stream, asyncpg's own, MySQL's "gone away"."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a bounded walk: chains are short, and may loop
+        if seen is None:
+            return False
+        if isinstance(seen, (OSError, EOFError, *_ASYNCPG_CONNECTION_GONE)):
+            return True
+        if _mysql_errno(seen) in _MYSQL_CONNECTION_LOST:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -164,14 +164,12 @@ class ChangeFeed:
             if after >= self._head:
                 await changed.wait()
                 continue
-            batch = self._buffered(after) or await self._read(after, domain)
+            batch, through = self._buffered(after) or await self._read(after, domain)
             for change in batch:
-                after = change.position
                 if not domain or change.email_domain == domain:
                     yield change
-            if not batch:
-                # Filtered out, all of them: move on to where the read ended.
-                after = min(after + BATCH, self._head)
+            # Past the changes another domain filled the read with too.
+            after = through
 
     async def purge_expired(self, retention: timedelta) -> int:
         """Forgets changes older than `retention`, in bounded batches; how many went."""
@@ -183,26 +181,26 @@ class ChangeFeed:
             if batch < BATCH:
                 return purged
 
-    def _buffered(self, after: int) -> list[Encoded]:
+    def _buffered(self, after: int) -> tuple[list[Encoded], int] | None:
+        """The buffered changes after `after` (up to BATCH) and the position they reach;
+        None if the buffer no longer holds the next one."""
         buffer = self._buffer
         if not buffer or after + 1 < buffer[0].position:
-            return []
+            return None
         start = after + 1 - buffer[0].position
-        return buffer[start : start + BATCH]
+        batch = buffer[start : start + BATCH]
+        return batch, batch[-1].position
 
-    async def _read(self, after: int, domain: str) -> list[Encoded]:
-        """A watcher behind the buffer catches up from the database: it reads changes
-        (after, after + BATCH], never past what the feed knows to be committed."""
+    async def _read(self, after: int, domain: str) -> tuple[list[Encoded], int]:
+        """A watcher behind the buffer catches up from the database: the changes (of
+        `domain`, if given) at (after, through], never past what the feed knows to be
+        committed, and `through`."""
         through = min(after + BATCH, self._head)
         changes = await self._log.read(after, through, domain)
         if (await self._log.state()).purged_through > after:
             # Purged while this watcher was behind: what it missed is gone.
             raise ResumeTokenExpiredError()
-        encoded = [self._encoded(change) for change in changes]
-        if not encoded or encoded[-1].position < through:
-            # Say where the read ended, so the watcher moves past changes filtered out.
-            return [*encoded, Encoded(through, "\x00", b"")] if domain else encoded
-        return encoded
+        return [self._encoded(change) for change in changes], through
 
     def _encoded(self, change: Change) -> Encoded:
         return Encoded(change.position, change.email_domain, self._encode(change))

@@ -18,6 +18,7 @@ from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 from service import server
 from service.api.auth import digest_of
 from service.config import Settings
+from service.db.errors import connection_lost
 from service.domain import users as users_use_cases
 from service.logs import (
     GRPC_CORE_LOGGER,
@@ -207,8 +208,8 @@ def test_a_reset_that_fails_for_another_reason_stays_an_error() -> None:
         )
 
     lost = record_of(ConnectionResetError("connection reset by peer"))
-    assert LostConnectionFilter().filter(lost)
+    assert LostConnectionFilter(connection_lost).filter(lost)
     assert lost.levelno == logging.WARNING and lost.exc_info is None
     misused = record_of(RuntimeError("another operation is in progress"))
-    assert LostConnectionFilter().filter(misused)
+    assert LostConnectionFilter(connection_lost).filter(misused)
     assert misused.levelno == logging.ERROR and misused.exc_info is not None
