@@ -42,12 +42,16 @@ lint: $(BIN)/.installed node_modules/.installed check-gen
 	$(BIN)/mypy service tests bench
 	npx --no-install buf lint
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+	bash scripts/prometheus.sh
+	promtool check rules deploy/prometheus/users-v1.rules.yaml
+	promtool test rules deploy/prometheus/users-v1.rules.test.yaml
 
 dbs:
 	bash scripts/test-databases.sh
 
 test: $(BIN)/.installed node_modules/.installed
 	bash scripts/test-databases.sh
+	bash scripts/prometheus.sh
 	$(BIN)/pytest -q
 
 # Use cases on in-memory fakes of the ports, and pure rules: no database, a few seconds.

@@ -1,4 +1,5 @@
-"""Prometheus metrics: calls by method and code, latency, in-flight calls, pool usage.
+"""Prometheus metrics: calls by method and code, latency, in-flight calls, pool usage,
+readiness, the change feed's lag, users streamed, the process's CPU and memory.
 
 One process serves /metrics itself. With `--workers N` the workers write to the files of
 prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by their parent) and
@@ -7,15 +8,30 @@ the parent serves the sum of them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
+
+from service.db.engine import pool_capacity
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Unary calls here take about a millisecond, below the default buckets' first bound.
@@ -106,6 +122,34 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.pool_capacity = Gauge(
+            "users_db_pool_capacity",
+            "Connections the pool lends at most (its size plus its overflow); calls past "
+            "it wait for one.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.ready = Gauge(
+            "users_ready",
+            "1 while readiness is SERVING (the database answers the prober), else 0.",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.change_feed_lag = Gauge(
+            "users_change_feed_lag_seconds",
+            "How far the change feed behind WatchUsers is behind the commits: 0 when its "
+            "last round read everything; while it cannot read, the time since it last could.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.streamed_users = Counter(
+            "users_streamed_users",
+            "Users sent by StreamUsers.",
+            registry=self.registry,
+        )
+        # The process's CPU seconds and resident memory (process_*): a worker's own
+        # registry has none by default, and the parent of workers adds its own sum.
+        ProcessCollector(registry=self.registry)
 
     def observe_replica(self, replica: str, usable: bool, lag: float | None) -> None:
         """Each read replica's last check (db/replicas.py)."""
@@ -124,6 +168,16 @@ class Metrics:
             self.pool_size.set(pool.size())
             self.pool_open.set(pool.checkedin() + checked_out)
             self.pool_checked_out.set(checked_out)
+            self.pool_capacity.set(pool_capacity(engine))
+
+    def observe_readiness(self, ready: bool) -> None:
+        self.ready.set(1 if ready else 0)
+
+    def observe_change_feed(self, lag_seconds: float) -> None:
+        self.change_feed_lag.set(lag_seconds)
+
+    def streamed(self, users: int) -> None:
+        self.streamed_users.inc(users)
 
 
 @dataclass
@@ -148,4 +202,37 @@ def multiprocess_registry() -> CollectorRegistry:
     """The sum of every worker's files in PROMETHEUS_MULTIPROC_DIR (the parent's view)."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=os.environ[MULTIPROCESS_DIR])  # type: ignore[no-untyped-call]
+    registry.register(_FamilyProcessCollector())
     return registry
+
+
+class _FamilyProcessCollector(Collector):
+    """CPU seconds and resident memory of this process and its children (the workers)
+    summed: multiprocess mode has no process metrics of its own."""
+
+    def collect(self) -> Iterable[Metric]:
+        totals = {"process_cpu_seconds_total": 0.0, "process_resident_memory_bytes": 0.0}
+        for pid in (os.getpid(), *_children()):
+            process = ProcessCollector(pid=functools.partial(int, pid), registry=None)
+            for family in process.collect():
+                for sample in family.samples:
+                    if sample.name in totals:
+                        totals[sample.name] += sample.value
+        yield CounterMetricFamily(
+            "process_cpu_seconds",
+            "User and system CPU time of the server and its workers, in seconds.",
+            value=totals["process_cpu_seconds_total"],
+        )
+        yield GaugeMetricFamily(
+            "process_resident_memory_bytes",
+            "Resident memory of the server and its workers, in bytes.",
+            value=totals["process_resident_memory_bytes"],
+        )
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError):
+            pids.extend(int(pid) for pid in (task / "children").read_text().split())
+    return pids

@@ -28,7 +28,7 @@ class ReadinessProbe:
         set_ready: Callable[[bool], Awaitable[None]],
         *,
         interval: float = INTERVAL_SECONDS,
-        on_tick: Callable[[], None] | None = None,
+        on_tick: Callable[[bool], None] | None = None,
         pooler: str = "none",
     ) -> None:
         self._engine: AsyncEngine = create_engine(database_url, pool_size=1, pooler=pooler)
@@ -59,7 +59,7 @@ class ReadinessProbe:
                 else:
                     log.warning("database unreachable: readiness NOT_SERVING")
             if self._on_tick is not None:
-                self._on_tick()
+                self._on_tick(self._ready)
             await asyncio.sleep(self._interval)
 
     async def _ping(self) -> bool:

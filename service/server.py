@@ -149,6 +149,7 @@ async def start(
                 change_feed,
                 resume_tokens,
                 import_idle_seconds=settings.import_idle_seconds,
+                streamed=None if metrics is None else metrics.streamed,
             ),
             USER_SERVICE_DESCRIPTOR,
             calls,
@@ -163,7 +164,9 @@ async def start(
         readiness = ReadinessProbe(
             settings.database_url,
             health.set_ready,
-            on_tick=None if metrics is None else lambda: metrics.observe_pool(engine),
+            on_tick=None
+            if metrics is None
+            else lambda ready: _observe(metrics, ready, engine, change_feed),
             pooler=settings.database_pooler,
         )
         reflection.enable_server_reflection(
@@ -202,6 +205,13 @@ async def start(
         auth=auth,
         metrics_endpoint=endpoint,
     )
+
+
+def _observe(metrics: Metrics, ready: bool, engine: AsyncEngine, change_feed: ChangeFeed) -> None:
+    """The readiness prober's tick (each second): the gauges a scrape reads."""
+    metrics.observe_readiness(ready)
+    metrics.observe_pool(engine)
+    metrics.observe_change_feed(change_feed.lag_seconds())
 
 
 def listen(server: grpc.aio.Server, settings: Settings) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -36,8 +36,11 @@ class UserService(pb_grpc.UserServiceServicer):
         resume_tokens: ResumeTokenCodec,
         *,
         import_idle_seconds: float = imports.IDLE_SECONDS,
+        streamed: Callable[[int], None] | None = None,
     ) -> None:
+        """`streamed`: told how many users each StreamUsers message carries (metrics)."""
         self._uow = new_uow
+        self._streamed = streamed
         self._page_tokens = page_tokens
         self._import_idle_seconds = import_idle_seconds
         self._changes = change_feed
@@ -94,7 +97,10 @@ class UserService(pb_grpc.UserServiceServicer):
             after_id=request.after_id,
             batch_size=request.batch_size,
         )
+        streamed = self._streamed
         async for batch in streaming.stream_users(self._uow, wanted):
+            if streamed is not None:
+                streamed(len(batch.users))
             yield convert.stream_response_of(batch)
 
     async def BatchCreateUsers(

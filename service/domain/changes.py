@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -108,10 +109,20 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self._watchers = 0  # with none, the loop numbers changes but reads none
         self._head_known = True  # False while no watcher needed the loop to follow it
+        self._lag = 0.0  # seconds: see lag_seconds
+        self._read_at = time.monotonic()  # when a round last read the log
 
     @property
     def head(self) -> int:
         return self._head
+
+    def lag_seconds(self) -> float:
+        """How far behind the commits the feed is (the metric an alert watches): the age
+        of the newest change its last round published, 0 if that round found none; while
+        it cannot read the log, the time since it last could."""
+        if self._failure is not None:
+            return time.monotonic() - self._read_at
+        return self._lag
 
     async def start(self) -> None:
         """From the log's present: what came before is read from the database on demand."""
@@ -235,8 +246,11 @@ class ChangeFeed:
             if self._failure is not None:
                 log.info("the change feed is reading again")
                 self._failure = None
+            self._read_at = time.monotonic()
+            self._lag = 0.0
             if changes:
                 self._publish(changes)
+                self._lag = max(0.0, (utc_now() - changes[-1].commit_time).total_seconds())
             if len(changes) < BATCH:
                 await asyncio.sleep(MIN_ROUND_SECONDS)
                 await self._wait()

@@ -78,6 +78,27 @@ async def test_metrics_count_calls_by_method_and_code_and_show_the_pool(
     assert value(samples, "users_db_pool_checked_out") == 0
 
 
+async def test_metrics_show_readiness_the_pool_s_capacity_streamed_users_and_the_process(
+    measured: server.RunningServer,
+) -> None:
+    assert measured.metrics_endpoint is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{measured.port}") as channel:
+        users = UserStub(channel)
+        created = [await create_user(users) for _ in range(3)]
+        request = user_service_pb2.StreamUsersRequest(after_id=created[0].id - 1, batch_size=2)
+        streamed = [message async for message in users.StreamUsers(request)]
+    assert sum(len(message.users) for message in streamed) == 3
+    await asyncio.sleep(1.2)  # the gauges follow the readiness prober's tick
+    samples = await asyncio.to_thread(scrape, measured.metrics_endpoint.port)
+
+    assert value(samples, "users_streamed_users_total") == 3
+    assert value(samples, "users_ready") == 1
+    assert value(samples, "users_db_pool_capacity") == 1  # SQLite: one shared connection
+    assert value(samples, "users_change_feed_lag_seconds") == 0
+    assert value(samples, "process_cpu_seconds_total") > 0
+    assert value(samples, "process_resident_memory_bytes") > 10_000_000
+
+
 @pytest.mark.slow
 async def test_workers_metrics_are_summed_by_the_parent(tmp_path: Path, postgres_url: str) -> None:
     port, metrics_port = free_port(), free_port()
@@ -106,3 +127,6 @@ async def test_workers_metrics_are_summed_by_the_parent(tmp_path: Path, postgres
     assert value(samples, "grpc_server_handled_total", **method("CreateUser"), grpc_code="OK") == 12
     assert value(samples, "users_db_pool_size") == 20
     assert value(samples, "users_db_pool_checked_out") == 0
+    assert value(samples, "users_ready") == 1
+    # The parent's and both workers' memory: three Python processes.
+    assert value(samples, "process_resident_memory_bytes") > 3 * 20_000_000
