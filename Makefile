@@ -37,14 +37,15 @@ check-gen: $(BIN)/.installed
 	echo "generated/ is up to date"
 
 lint: $(BIN)/.installed node_modules/.installed check-gen
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
-	$(BIN)/mypy service tests bench
+	$(BIN)/ruff check service tests bench deploy/grafana
+	$(BIN)/ruff format --check service tests bench deploy/grafana
+	$(BIN)/mypy service tests bench deploy/grafana/dashboard.py
 	npx --no-install buf lint
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 	bash scripts/prometheus.sh
 	promtool check rules deploy/prometheus/users-v1.rules.yaml
 	promtool test rules deploy/prometheus/users-v1.rules.test.yaml
+	$(BIN)/python deploy/grafana/dashboard.py --check
 
 dbs:
 	bash scripts/test-databases.sh
