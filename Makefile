@@ -37,9 +37,9 @@ check-gen: $(BIN)/.installed
 	echo "generated/ is up to date"
 
 lint: $(BIN)/.installed node_modules/.installed check-gen
-	$(BIN)/ruff check service tests bench deploy/grafana
-	$(BIN)/ruff format --check service tests bench deploy/grafana
-	$(BIN)/mypy service tests bench deploy/grafana/dashboard.py
+	$(BIN)/ruff check service users_client tests bench deploy/grafana
+	$(BIN)/ruff format --check service users_client tests bench deploy/grafana
+	$(BIN)/mypy service users_client tests bench deploy/grafana/dashboard.py
 	npx --no-install buf lint
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 	bash scripts/prometheus.sh

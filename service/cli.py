@@ -1,4 +1,5 @@
-"""Command line: `serve` and `migrate`; startup failures are one stderr line."""
+"""Command line: `serve` and `migrate`; startup failures are one stderr line. The
+operator commands `export`, `import` and `watch` are users_client's (a gRPC client)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from service.domain.errors import DatabaseUnavailableError
 from service.logs import configure_logging
 from service.server import StartupError, serve
 from service.workers import supervise
+from users_client import cli as client_cli
 
 T = TypeVar("T")
 
@@ -24,6 +26,8 @@ T = TypeVar("T")
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    if args.command in client_cli.COMMANDS:
+        return client_cli.run(args)
     settings = settings_from(args)
     configure_logging(settings.log_format)
     try:
@@ -58,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     add_database_flag(
         commands.add_parser("migrate", help="bring the database schema up to date"), os.environ
     )
+    client_cli.add_commands(commands)
     return parser
 
 

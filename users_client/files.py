@@ -1,0 +1,184 @@
+"""The files `export` writes and `import` reads: JSON lines and CSV (API.md "Server process").
+
+A JSON line is a user in the proto JSON mapping (what `json_format.MessageToJson` prints,
+on one line), written here field by field: the generic printer costs several times the
+stream it formats (BENCHMARKS.md, issue 16).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring
+from typing import IO
+
+from google.protobuf import timestamp_pb2
+from users.v1 import resources_pb2
+
+from users_client.rows import NewUser
+
+CSV_COLUMNS = ("id", "name", "email", "create_time", "update_time")
+_DAYS_CACHED = 4096
+
+
+class RowError(ValueError):
+    """A row of an import file that cannot become a CreateUserRequest."""
+
+    def __init__(self, line: int, field: str, problem: str) -> None:
+        super().__init__(f"line {line}: {field}: {problem}")
+        self.line = line
+        self.field = field
+        self.problem = problem
+
+
+class _Times:
+    """RFC 3339 as the proto JSON mapping prints a Timestamp: 0, 3, 6 or 9 fractional
+    digits, UTC, `Z`. The seconds part is cached: a stream's rows come in id order, so
+    neighbours share their seconds."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, str] = {}
+
+    def format(self, stamp: timestamp_pb2.Timestamp) -> str:
+        seconds, nanos = stamp.seconds, stamp.nanos
+        whole = self._seconds.get(seconds)
+        if whole is None:
+            if len(self._seconds) > _DAYS_CACHED:
+                self._seconds.clear()
+            whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            self._seconds[seconds] = whole
+        if nanos == 0:
+            return f"{whole}Z"
+        if nanos % 1_000_000 == 0:
+            return f"{whole}.{nanos // 1_000_000:03d}Z"
+        if nanos % 1000 == 0:
+            return f"{whole}.{nanos // 1000:06d}Z"
+        return f"{whole}.{nanos:09d}Z"
+
+
+class JsonLines:
+    """Users to JSON lines, one `str` per batch."""
+
+    def __init__(self) -> None:
+        self._times = _Times()
+
+    def lines(self, users: Iterable[resources_pb2.User]) -> str:
+        line = self.line
+        return "".join([line(user) for user in users])
+
+    def line(self, user: resources_pb2.User) -> str:
+        parts = [f'{{"id": "{user.id}"']
+        if user.name:
+            parts.append(f', "name": {encode_basestring(user.name)}')
+        if user.email:
+            parts.append(f', "email": {encode_basestring(user.email)}')
+        if user.addresses:
+            addresses = ", ".join(self._address(a) for a in user.addresses)
+            parts.append(f', "addresses": [{addresses}]')
+        if user.HasField("create_time"):
+            parts.append(f', "createTime": "{self._times.format(user.create_time)}"')
+        if user.HasField("update_time"):
+            parts.append(f', "updateTime": "{self._times.format(user.update_time)}"')
+        if user.etag:
+            parts.append(f', "etag": {encode_basestring(user.etag)}')
+        parts.append("}\n")
+        return "".join(parts)
+
+    def _address(self, address: resources_pb2.Address) -> str:
+        times = self._times
+        return (
+            f'{{"id": "{address.id}", "userId": "{address.user_id}", '
+            f'"email": {encode_basestring(address.email)}, '
+            f'"createTime": "{times.format(address.create_time)}", '
+            f'"updateTime": "{times.format(address.update_time)}", '
+            f'"etag": {encode_basestring(address.etag)}}}'
+        )
+
+
+class CsvRows:
+    """Users to CSV: a header, then `id,name,email,create_time,update_time`."""
+
+    def __init__(self) -> None:
+        self._times = _Times()
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+
+    def header(self) -> str:
+        return ",".join(CSV_COLUMNS) + "\n"
+
+    def lines(self, users: Iterable[resources_pb2.User]) -> str:
+        times = self._times.format
+        self._writer.writerows(
+            (u.id, u.name, u.email, times(u.create_time), times(u.update_time)) for u in users
+        )
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+
+def read_rows(source: IO[str], line_numbers: list[int]) -> Iterator[NewUser]:
+    """The users of an import file (JSON lines, or CSV if it does not start with `{`);
+    appends each row's line number to `line_numbers`. Ids and times are ignored."""
+    first = source.readline()
+    if first.lstrip().startswith("{") or not first.strip():
+        return _json_rows(first, source, line_numbers)
+    return _csv_rows(first, source, line_numbers)
+
+
+def _json_rows(first: str, source: IO[str], line_numbers: list[int]) -> Iterator[NewUser]:
+    loads = json.loads
+    for number, line in enumerate(_chain(first, source), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = loads(line)
+        except json.JSONDecodeError as error:
+            raise RowError(number, "json", f"not valid JSON: {error.msg}") from None
+        if not isinstance(row, dict):
+            raise RowError(number, "json", "not a JSON object")
+        line_numbers.append(number)
+        yield NewUser(
+            _text(row, "name", number),
+            _text(row, "email", number),
+            _address_emails(row.get("addresses", []), number),
+            request_id="",
+        )
+
+
+def _chain(first: str, source: IO[str]) -> Iterator[str]:
+    yield first
+    yield from source
+
+
+def _text(row: dict[str, object], field: str, line: int) -> str:
+    value = row.get(field, "")
+    if not isinstance(value, str):
+        raise RowError(line, field, "must be a string")
+    return value
+
+
+def _address_emails(addresses: object, line: int) -> tuple[str, ...]:
+    if not isinstance(addresses, list) or not all(isinstance(a, dict) for a in addresses):
+        raise RowError(line, "addresses", "must be a list of objects with an email")
+    return tuple(_text(a, "email", line) for a in addresses)
+
+
+def _csv_rows(first: str, source: IO[str], line_numbers: list[int]) -> Iterator[NewUser]:
+    header = next(csv.reader([first]))
+    missing = [column for column in ("name", "email") if column not in header]
+    if missing:
+        raise RowError(1, "header", f"names no column {' or '.join(missing)}")
+    name_at, email_at = header.index("name"), header.index("email")
+    reader = csv.reader(source)
+    for row in reader:
+        number = reader.line_num + 1  # the header was read apart
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise RowError(number, "csv", f"has {len(row)} columns, the header {len(header)}")
+        line_numbers.append(number)
+        yield NewUser(row[name_at], row[email_at], request_id="")
