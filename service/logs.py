@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 # The fields of the one line per call (api/calls.py), passed as `extra`.
-CALL_FIELDS = ("method", "code", "duration_ms", "peer")
+CALL_FIELDS = ("method", "code", "duration_ms", "peer", "trace_id", "span_id")
 
 
 class JsonFormatter(logging.Formatter):

@@ -42,6 +42,7 @@ from service.metrics import Metrics, MetricsEndpoint, serve_metrics
 from service.readiness import ReadinessProbe
 from service.startup import StoppedError, migrate_unless_stopped, stop_event, until_stopped
 from service.tls import TlsFilesError, server_credentials
+from service.tracing import CallTracer, TracingConfigError, start_tracing
 
 log = logging.getLogger("users.server")
 
@@ -74,6 +75,7 @@ class RunningServer:
     replicas: ReplicaSet | None = None
     auth: TokenAuthenticator | None = None
     metrics_endpoint: MetricsEndpoint | None = None
+    tracer: CallTracer | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Readiness NOT_SERVING first; then new calls are refused, open server streams end
@@ -102,6 +104,9 @@ class RunningServer:
         await self.engine.dispose()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+        if self.tracer is not None:
+            # The last calls' spans are sent before the process exits.
+            await asyncio.to_thread(self.tracer.shutdown)
 
 
 async def start(
@@ -115,7 +120,9 @@ async def start(
     endpoint: MetricsEndpoint | None = None
     change_feed: ChangeFeed | None = None
     replicas: ReplicaSet | None = None
+    tracer: CallTracer | None = None
     try:
+        tracer = tracing()  # a wrong OTEL_* setting fails the start before any migration
         if migrate:
             await migrate_unless_stopped(engine, stop)
         key = await until_stopped(stop, _page_token_key(settings, engine))
@@ -132,6 +139,7 @@ async def start(
             metrics=metrics,
             max_in_flight=admission_limit(settings, engine),
             access_log=AccessLog(settings.access_log, settings.slow_call_ms / 1000),
+            tracer=tracer,
         )
         replicas = replicas_for(settings, metrics)
         await replicas.start()  # each check is bounded (CHECK_TIMEOUT_SECONDS)
@@ -186,6 +194,8 @@ async def start(
             await readiness.stop()
         if endpoint is not None:
             endpoint.close()
+        if tracer is not None:
+            tracer.shutdown()
         await engine.dispose()
         raise
     await health.serving()
@@ -204,6 +214,7 @@ async def start(
         replicas=replicas,
         auth=auth,
         metrics_endpoint=endpoint,
+        tracer=tracer,
     )
 
 
@@ -279,6 +290,14 @@ def tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     try:
         return server_credentials(settings)
     except TlsFilesError as error:
+        raise StartupError(str(error)) from None
+
+
+def tracing() -> CallTracer | None:
+    """The OTEL_* environment's tracer (API.md: off unless it asks for one)."""
+    try:
+        return start_tracing()
+    except TracingConfigError as error:
         raise StartupError(str(error)) from None
 
 

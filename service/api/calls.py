@@ -1,4 +1,5 @@
-"""The one per-call layer: auth, malformed requests, error mapping, drain, metrics, log line.
+"""The one per-call layer: auth, malformed requests, error mapping, drain, metrics, trace
+span, log line.
 
 Every users.v1 method runs inside exactly one of the three wrappers below (unary,
 server-streaming, client-streaming); health and reflection do not, so they stay open.
@@ -29,6 +30,7 @@ from grpc._cython import cygrpc  # type: ignore[attr-defined]  # untyped core mo
 
 from service.api import status
 from service.api.errors import MalformedRequestError, OverloadedError, ServerDrainingError
+from service.tracing import CallSpan, CallTracer
 
 log = logging.getLogger("users.calls")
 
@@ -113,6 +115,12 @@ class _OpenStream:
         # waits on the transport, and the stream ends after the message being written.
         self.inside = False
 
+    @classmethod
+    def of_current_task(cls) -> _OpenStream:
+        task = asyncio.current_task()
+        assert task is not None
+        return cls(task)
+
 
 class CallLayer:
     def __init__(
@@ -122,12 +130,14 @@ class CallLayer:
         metrics: CallMetrics | None = None,
         max_in_flight: int | None = None,
         access_log: AccessLog | None = None,
+        tracer: CallTracer | None = None,
     ) -> None:
         """`max_in_flight`: calls beyond it are refused at once with UNAVAILABLE (API.md:
         overloaded) instead of queueing for the database past their deadlines."""
         self.auth = auth
         self._metrics = metrics
         self._access = access_log or AccessLog()
+        self._tracer = tracer
         # The peer is read at the start of a call (never after it ended, issue 11), and
         # only when a line may be written.
         self._reads_peer = self._access.mode != "off"
@@ -165,6 +175,7 @@ class CallLayer:
             started = time.perf_counter()
             code = OK
             peer = _peer(context) if self._reads_peer else ""
+            span = self._span(method, context)
             observe.started()
             self._in_flight += 1
             try:
@@ -186,7 +197,7 @@ class CallLayer:
                 await _fail(context, failed)
             finally:
                 self._ended()
-                _finish(observe, method, code, started, peer=peer, access=self._access)
+                _finish(observe, method, code, started, peer=peer, access=self._access, span=span)
 
         return call
 
@@ -206,11 +217,10 @@ class CallLayer:
             started = time.perf_counter()
             code = OK
             peer = _peer(context) if self._reads_peer else ""
+            span = self._span(method, context)
             observe.started()
             self._in_flight += 1
-            task = asyncio.current_task()
-            assert task is not None
-            stream = _OpenStream(task)
+            stream = _OpenStream.of_current_task()
             streams.add(stream)
             counted = True
             try:
@@ -230,7 +240,7 @@ class CallLayer:
                         stream.inside = True
             except asyncio.CancelledError:
                 # begin_draining() cancelled it, and nothing else did: end with UNAVAILABLE.
-                if not (stream.drained and task.uncancel() == 0):
+                if not (stream.drained and stream.task.uncancel() == 0):
                     code = _cancelled_code(context)
                     raise
                 failed = _drain_status()
@@ -251,7 +261,7 @@ class CallLayer:
                 streams.discard(stream)
                 if counted:
                     self._ended()
-                _finish(observe, method, code, started, peer=peer, access=self._access)
+                _finish(observe, method, code, started, peer=peer, access=self._access, span=span)
 
         return call
 
@@ -274,6 +284,12 @@ class CallLayer:
 
     def _refusal_or_status(self, error: Exception) -> grpc.Status:
         return self._overloaded if type(error) is OverloadedError else status.status_for(error)
+
+    def _span(self, method: Method, context: Ctx) -> CallSpan | None:
+        if self._tracer is None:
+            return None
+        # Read while the call is alive, as the peer (see the module docstring).
+        return self._tracer.start(method.service, method.name, context.invocation_metadata())
 
     def _observer(self, method: Method) -> MethodMetrics:
         if self._metrics is None:
@@ -342,23 +358,34 @@ def _finish(
     *,
     peer: str,
     access: AccessLog,
+    span: CallSpan | None,
 ) -> None:
     seconds = time.perf_counter() - started
     observe.finished(code, seconds)
+    ids = span.end(code) if span is not None else None
     if access.wants(code, seconds) and log.isEnabledFor(logging.INFO):
         milliseconds = round(seconds * 1000, 3)
+        fields: dict[str, object] = {
+            "method": method.path,
+            "code": code.name,
+            "duration_ms": milliseconds,
+            "peer": peer,
+        }
+        if ids is None:
+            log.info(
+                "%s %s %.3f ms peer=%s", method.path, code.name, milliseconds, peer, extra=fields
+            )
+            return
+        # API.md: with tracing on, the line names the call's trace, to find one from the other.
+        fields["trace_id"], fields["span_id"] = ids
         log.info(
-            "%s %s %.3f ms peer=%s",
+            "%s %s %.3f ms peer=%s trace_id=%s span_id=%s",
             method.path,
             code.name,
             milliseconds,
             peer,
-            extra={
-                "method": method.path,
-                "code": code.name,
-                "duration_ms": milliseconds,
-                "peer": peer,
-            },
+            *ids,
+            extra=fields,
         )
 
 

@@ -5,8 +5,9 @@ A Core statement is rendered once for asyncpg (`RawQuery`); it runs on the unit'
 pooled connection, inside its transaction, through `cancellation.driver_of` (the one rule
 for a statement cut short: the connection is discarded) and `errors.driver_errors_translated`;
 its broken constraints become domain errors by the one table of db/errors.py; and it
-is announced to the engine's `before_cursor_execute` listeners like any statement
-SQLAlchemy sends, so whatever counts or traces statements sees these too.
+is announced to the engine's `before_cursor_execute` and `after_cursor_execute`
+listeners like any statement SQLAlchemy sends, so whatever counts or traces statements
+sees these too (the end is announced whether the statement succeeded or failed).
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ class RawQuery:
     async def fetch(self, connection: AsyncConnection, **values: Any) -> Sequence[Any]:
         arguments = tuple(values[name] for name in self._parameters)
         _announce(connection, self.sql, arguments)
-        async with driver_of(connection) as driver:
-            rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
+        try:
+            async with driver_of(connection) as driver:
+                rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
+        finally:
+            _announce_end(connection, self.sql, arguments)
         return rows
 
 
@@ -53,7 +57,8 @@ async def copy_records(
     records: Iterable[tuple[Any, ...]],
 ) -> None:
     """asyncpg's COPY of `records` into `table`, part of the unit's transaction."""
-    _announce(connection, f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", ())
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    _announce(connection, statement, ())
     try:
         async with driver_of(connection) as driver:
             await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
@@ -62,9 +67,17 @@ async def copy_records(
         if translated is None:
             raise
         raise translated from error
+    finally:
+        _announce_end(connection, statement, ())
 
 
 def _announce(connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]) -> None:
     sync = connection.sync_connection
     if sync is not None and sync.dispatch.before_cursor_execute:
         sync.dispatch.before_cursor_execute(sync, None, statement, parameters, None, False)
+
+
+def _announce_end(connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]) -> None:
+    sync = connection.sync_connection
+    if sync is not None and sync.dispatch.after_cursor_execute:
+        sync.dispatch.after_cursor_execute(sync, None, statement, parameters, None, False)
