@@ -155,6 +155,16 @@ failover_stack_installed() {
   fi
 }
 
+# ---------------------------------------------------------------------- tmux
+# tests/client/test_progress_terminal.py draws the operator commands' progress bar in a
+# real terminal: a tmux pane, read back with capture-pane.
+tmux_installed() {
+  command -v tmux >/dev/null 2>&1 && return 0
+  become_admin tmux
+  say "installing tmux"
+  apt_install tmux
+}
+
 # ---------------------------------------------------------------------- main
 if [[ -z ${TEST_POSTGRES_URL:-} ]]; then
   postgres_up
@@ -167,3 +177,4 @@ if [[ -z ${TEST_MYSQL_URL:-} ]]; then
 fi
 pgbouncer_installed
 failover_stack_installed
+tmux_installed

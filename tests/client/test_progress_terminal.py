@@ -26,7 +26,7 @@ def tmux_server() -> Iterator[str]:
     """A tmux server of our own (its own socket), killed after."""
     tmux = shutil.which("tmux")
     if tmux is None:
-        pytest.fail("tmux is not installed: apt-get install tmux")
+        pytest.fail("tmux is not installed: scripts/test-databases.sh (make dbs) installs it")
     socket = f"users-test-{uuid.uuid4().hex[:8]}"
     try:
         yield socket
