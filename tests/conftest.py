@@ -13,13 +13,15 @@ from service import server
 from service.config import Settings
 from tests.backends import ADMIN_URLS, fresh_database, selected_backends
 from tests.pgbouncer import PgBouncer
+from tests.process.server_process import ServerProcess, free_port
 from tests.rpc import AddressStub, UserStub
 
 
 @pytest.fixture(scope="session", params=selected_backends())
 def backend(request: pytest.FixtureRequest) -> str:
-    """The database a test runs on; the contract suite adds "pgbouncer" (its conftest):
-    PostgreSQL, with the server under test going through PgBouncer."""
+    """The database a test runs on; the contract suite adds "pgbouncer" and
+    "pgbouncer-workers" (its conftest): PostgreSQL, with the server under test going
+    through PgBouncer, in this process or as four worker processes."""
     return str(request.param)
 
 
@@ -30,7 +32,7 @@ async def database_url(
     """The database itself, for tests that look at it directly (through PgBouncer's
     backend too: only the server under test goes through the pooler)."""
     # An unreachable backend raises here: a loud error, never a skip.
-    database = "postgresql" if backend == "pgbouncer" else backend
+    database = "postgresql" if backend.startswith("pgbouncer") else backend
     async with fresh_database(database, tmp_path_factory.mktemp(backend)) as url:
         yield url
 
@@ -45,6 +47,8 @@ def pgbouncer() -> Iterator[PgBouncer]:
 async def running(
     backend: str, database_url: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[server.RunningServer]:
+    if backend == "pgbouncer-workers":
+        raise LookupError("a server in worker processes has no in-process state to look at")
     settings = Settings(host="127.0.0.1", port=0, database_url=database_url)
     if backend == "pgbouncer":
         pooled: PgBouncer = request.getfixturevalue("pgbouncer")
@@ -57,8 +61,31 @@ async def running(
 
 
 @pytest.fixture(scope="session")
-async def channel(running: server.RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as opened:
+def target(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """host:port of the server under test: in this process, or (pgbouncer-workers) a
+    `serve --workers 4` process behind PgBouncer, LISTEN on the direct URL."""
+    if backend != "pgbouncer-workers":
+        running: server.RunningServer = request.getfixturevalue("running")
+        yield f"127.0.0.1:{running.port}"
+        return
+    direct: str = request.getfixturevalue("database_url")
+    pooled: PgBouncer = request.getfixturevalue("pgbouncer")
+    port = free_port()
+    args = [
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "4"),
+        *("--database-url", pooled.url_for(direct), "--database-pooler", "pgbouncer"),
+        *("--direct-database-url", direct),
+    ]
+    with ServerProcess(tmp_path_factory.mktemp("workers"), args, port=port) as workers:
+        yield workers.target
+        assert workers.terminate(timeout=30) == 0, workers.stderr
+
+
+@pytest.fixture(scope="session")
+async def channel(target: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(target) as opened:
         yield opened
 
 
