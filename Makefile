@@ -41,6 +41,7 @@ lint: $(BIN)/.installed node_modules/.installed check-gen
 	$(BIN)/ruff format --check service users_client tests bench deploy/grafana
 	$(BIN)/mypy service users_client tests bench deploy/grafana/dashboard.py
 	npx --no-install buf lint
+	bash scripts/buf_breaking.sh
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 	bash scripts/prometheus.sh
 	promtool check rules deploy/prometheus/users-v1.rules.yaml
