@@ -10,9 +10,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from google.protobuf import json_format
 
@@ -59,11 +59,19 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     commands = {"export": _export, "import": _import, "watch": _watch}
     try:
-        return asyncio.run(commands[args.command](args))
+        return _run_loop(commands[args.command](args))
     except UsersError as error:
         return _fail(error.message or str(error))
     except OSError as error:
         return _fail(str(error))
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, as the server runs
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m users_client") -> int:
