@@ -14,6 +14,7 @@ from bench import (
     catch_up,
     ceiling,
     database,
+    export,
     grpcload,
     listing,
     overload,
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--suite",
-        choices=("unary", "listing", "bulk", "ceiling", "overload", "scale", "watch"),
+        choices=("unary", "listing", "bulk", "ceiling", "overload", "scale", "watch", "export"),
         default="unary",
         help="unary: GetUser/CreateUser against the driver (default); listing: ListUsers "
         "page 1 against page 10,000 (issue 4); bulk: StreamUsers, ImportUsers, "
@@ -75,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         "PgBouncer against direct (issue 15; private clusters). "
         "watch: WatchUsers change-to-delivery latency with --watchers watchers under "
         "CreateUser at --watch-rate calls/s; CreateUser x64 against --before-commit, side "
-        "by side; catch-up from --catch-up-users changes behind (issue 13).",
+        "by side; catch-up from --catch-up-users changes behind (issue 13). "
+        "export: `users-service export` of --large-users users to JSON lines against "
+        "StreamUsers, and `import` of that file against ImportUsers, both from the "
+        "benchmark client (issue 16).",
     )
     parser.add_argument(
         "--large-users", type=int, default=1_000_000, help="listing/bulk: users (1000000)"
@@ -279,6 +283,13 @@ async def _suite(args: argparse.Namespace) -> None:
         )
     elif args.suite == "bulk":
         await bulk.run(
+            args.database_url,
+            args.large_users,
+            args.large_addresses,
+            reseed=not args.reuse_seed,
+        )
+    elif args.suite == "export":
+        await export.run(
             args.database_url,
             args.large_users,
             args.large_addresses,

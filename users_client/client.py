@@ -349,13 +349,20 @@ class UsersClient:
 async def _chunked(
     rows: Iterable[NewUser] | AsyncIterable[NewUser], chunk: int
 ) -> AsyncIterator[user_service_pb2.ImportUsersRequest]:
+    # Rows are built in place (add, then set fields): appending a ready message copies it.
     message = user_service_pb2.ImportUsersRequest()
+    requests = message.requests
     async for row in _asynchronous(rows):
-        message.requests.append(create_request(row, make_request_id=False))
-        if len(message.requests) >= chunk:
+        user = requests.add(request_id=row.request_id or "").user
+        user.name = row.name
+        user.email = row.email
+        for email in row.addresses:
+            user.addresses.add(email=email)
+        if len(requests) >= chunk:
             yield message
             message = user_service_pb2.ImportUsersRequest()
-    if message.requests:
+            requests = message.requests
+    if requests:
         yield message
 
 

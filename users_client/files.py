@@ -160,23 +160,23 @@ def read_rows(source: IO[str], line_numbers: list[int]) -> Iterator[NewUser]:
 
 
 def _json_rows(first: str, source: IO[str], line_numbers: list[int]) -> Iterator[NewUser]:
-    loads = json.loads
+    loads, numbered, new_user = json.loads, line_numbers.append, NewUser
     for number, line in enumerate(_chain(first, source), start=1):
-        if not line.strip():
-            continue
         try:
             row = loads(line)
         except json.JSONDecodeError as error:
+            if not line.strip():
+                continue
             raise RowError(number, "json", f"not valid JSON: {error.msg}") from None
-        if not isinstance(row, dict):
+        if type(row) is not dict:
             raise RowError(number, "json", "not a JSON object")
-        line_numbers.append(number)
-        yield NewUser(
-            _text(row, "name", number),
-            _text(row, "email", number),
-            _address_emails(row.get("addresses", []), number),
-            request_id="",
-        )
+        name, email = row.get("name", ""), row.get("email", "")
+        if type(name) is not str or type(email) is not str:
+            _text(row, "name", number)
+            _text(row, "email", number)
+        addresses = row.get("addresses")
+        numbered(number)
+        yield new_user(name, email, _address_emails(addresses, number) if addresses else (), "")
 
 
 def _chain(first: str, source: IO[str]) -> Iterator[str]:

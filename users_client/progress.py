@@ -70,7 +70,7 @@ class RowProgress:
         """One line: `exported 1,000 users in 0.4 s (2,500 users/s)`."""
         elapsed = self.elapsed
         rate = self.count / elapsed if elapsed > 0 else 0.0
-        return f"{done} {self.count:,} users in {elapsed:.1f} s ({rate:,.0f} users/s)"
+        return f"{done} {self.count:,} users in {elapsed:.2f} s ({rate:,.0f} users/s)"
 
     def __enter__(self) -> Self:
         if self._progress is not None:
