@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -63,9 +65,16 @@ class ServerProcess:
     """
 
     def __init__(
-        self, database_url: str, extra_flags: tuple[str, ...] = (), *, tree: Path = REPO
+        self,
+        database_url: str,
+        extra_flags: tuple[str, ...] = (),
+        *,
+        tree: Path = REPO,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env`: settings added to the environment (OTEL_* for bench/tracing_cost.py)."""
         self.port = free_port()
+        self._env = env
         self.target = f"127.0.0.1:{self.port}"
         self._database_url = database_url
         self._extra_flags = extra_flags
@@ -103,7 +112,11 @@ class ServerProcess:
             f"--database-url={self._database_url}",
             *self._extra_flags,
             cwd=self._tree,
-            env=python_env(self._tree),
+            env=(
+                {**(python_env(self._tree) or os.environ), **self._env}
+                if self._env
+                else python_env(self._tree)
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
