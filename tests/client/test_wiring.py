@@ -100,10 +100,18 @@ def test_a_json_line_is_the_proto_json_mapping(nanos: int) -> None:
         update_time=stamp(1_800_000_000, 0),
         etag="abc",
     )
-    expected = json_format.MessageToJson(user, indent=None, ensure_ascii=False) + "\n"
-    assert JsonLines().line(user) == expected
-    basic = resources_pb2.User(id=1, name="B", email="b@example.com")
-    assert JsonLines().line(basic) == json_format.MessageToJson(basic, indent=None) + "\n"
+    basic = resources_pb2.User()
+    basic.CopyFrom(user)
+    del basic.addresses[:]
+    same_times = resources_pb2.User()
+    same_times.CopyFrom(basic)
+    same_times.update_time.CopyFrom(basic.create_time)
+    sparse = resources_pb2.User(id=1, name="B", email="b@example.com")
+    users = [user, basic, same_times, sparse]
+    expected = "".join(
+        json_format.MessageToJson(u, indent=None, ensure_ascii=False) + "\n" for u in users
+    )
+    assert JsonLines().lines(users) == expected
 
 
 def test_csv_has_a_header_and_the_five_columns() -> None:
