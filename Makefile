@@ -63,7 +63,8 @@ unit: $(BIN)/.installed
 # Every suite, one after another (about 25 minutes): the unary table against raw asyncpg,
 # the ceiling against a bare grpc.aio server (issue 7), listing and bulk at a million users,
 # overload up to 4,000 calls in flight (issue 11), the WatchUsers change stream (issue 13;
-# overload and watch need ../shared/anchors for its Go client).
+# overload and watch need ../shared/anchors for its Go client; export: the operator
+# commands against the raw RPCs, issue 16).
 bench: $(BIN)/.installed
 	bash scripts/test-databases.sh
 	$(BIN)/python -m bench --suite unary
@@ -73,6 +74,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench --suite overload
 	$(BIN)/python -m bench --suite scale
 	$(BIN)/python -m bench --suite watch
+	$(BIN)/python -m bench --suite export
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache users.db
