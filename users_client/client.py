@@ -19,7 +19,7 @@ from users.v1 import (
 
 from users_client.errors import UnavailableError, error_from
 from users_client.resuming import Resumption
-from users_client.rows import NewUser, create_request
+from users_client.rows import NewUser, create_request, import_messages
 from users_client.service_config import channel_options
 from users_client.watch import Watch
 
@@ -260,7 +260,7 @@ class UsersClient:
         # No request iterator: the call is written to, so a failing row can cancel it.
         call = self.users.ImportUsers(metadata=self._metadata)  # type: ignore[call-arg]
         try:
-            async for message in _chunked(rows, chunk):
+            async for message in import_messages(rows, chunk):
                 await call.write(message)
                 if on_sent is not None:
                     on_sent(len(message.requests))
@@ -344,32 +344,3 @@ class UsersClient:
                 return await call()
             except UnavailableError as error:
                 await resumption.wait_or_raise(error)
-
-
-async def _chunked(
-    rows: Iterable[NewUser] | AsyncIterable[NewUser], chunk: int
-) -> AsyncIterator[user_service_pb2.ImportUsersRequest]:
-    # Rows are built in place (add, then set fields): appending a ready message copies it.
-    message = user_service_pb2.ImportUsersRequest()
-    requests = message.requests
-    async for row in _asynchronous(rows):
-        user = requests.add(request_id=row.request_id or "").user
-        user.name = row.name
-        user.email = row.email
-        for email in row.addresses:
-            user.addresses.add(email=email)
-        if len(requests) >= chunk:
-            yield message
-            message = user_service_pb2.ImportUsersRequest()
-            requests = message.requests
-    if requests:
-        yield message
-
-
-async def _asynchronous(rows: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    if isinstance(rows, AsyncIterable):
-        async for row in rows:
-            yield row
-    else:
-        for row in rows:
-            yield row

@@ -14,7 +14,7 @@ from users.v1 import resources_pb2, user_service_pb2
 from tests.process.server_process import ServerProcess, free_port
 from users_client import NewUser, UsersClient, Watch
 
-USERS = 3000
+USERS = 10_000
 BATCH = 100
 WAIT_SECONDS = 60.0
 GRACE = "1"
@@ -46,10 +46,12 @@ async def test_stream_list_and_watch_resume_across_a_server_restart(
             async with asyncio.timeout(WAIT_SECONDS):
                 await watch.on()
             seen_before = await client.create_user("Before", f"before@{watched}")
-            # The rest is read while the server stops and starts again.
-            rest = asyncio.create_task(_ids(stream))
-            rest_listed = asyncio.create_task(_listed_ids(listing))
+            # Nothing is read while the server drains: the stream stalls on flow control
+            # (far more users than a connection's window holds), and the drain ends it.
             assert await asyncio.to_thread(before.terminate, 30) == 0, before.stderr
+        # The rest is read while the server is down and once it is back.
+        rest = asyncio.create_task(_ids(stream))
+        rest_listed = asyncio.create_task(_listed_ids(listing))
         await asyncio.sleep(0.5)
         assert not rest.done(), "the stream ended while the server was down"
         assert not rest_listed.done(), "the listing ended while the server was down"

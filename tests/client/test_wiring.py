@@ -19,7 +19,7 @@ from service.api.status import code_for
 from service.domain import errors as domain_errors
 from users_client import errors
 from users_client.files import CsvRows, JsonLines, RowError, read_rows
-from users_client.rows import NewUser, create_request
+from users_client.rows import NewUser, create_request, import_messages
 from users_client.service_config import service_config_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +68,13 @@ def test_the_client_imports_nothing_of_the_server() -> None:
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT / "tests")
 
 
-def test_creates_carry_a_new_request_id_and_imports_none() -> None:
+async def test_creates_carry_a_new_request_id_and_imports_none() -> None:
     row = NewUser("A", "a@example.com")
     first, second = create_request(row), create_request(row)
     assert first.request_id and second.request_id and first.request_id != second.request_id
-    assert create_request(row, make_request_id=False).request_id == ""
     assert create_request(NewUser("A", "a@example.com", request_id="mine")).request_id == "mine"
+    messages = [m async for m in import_messages([row, row, row], chunk=2)]
+    assert [[r.request_id for r in m.requests] for m in messages] == [["", ""], [""]]
 
 
 def stamp(seconds: int, nanos: int) -> timestamp_pb2.Timestamp:
