@@ -18,15 +18,20 @@ from service.domain.errors import DatabaseUnavailableError
 from service.logs import configure_logging
 from service.server import StartupError, serve
 from service.workers import supervise
-from users_client import cli as client_cli
 
 T = TypeVar("T")
+SERVER_COMMANDS = ("serve", "migrate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
-    if args.command in client_cli.COMMANDS:
+    # export, import and watch (or help) need the operator commands; a server never
+    # imports them (they are a gRPC client's, with a terminal library of their own).
+    client_commands = not argv or argv[0] not in SERVER_COMMANDS
+    args = _parser(client_commands).parse_args(argv)
+    if args.command not in SERVER_COMMANDS:
+        from users_client import cli as client_cli  # noqa: PLC0415
+
         return client_cli.run(args)
     settings = settings_from(args)
     configure_logging(settings.log_format)
@@ -55,14 +60,17 @@ def _startup_message(error: Exception, database: str) -> str:
     return str(error)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(client_commands: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="users-service", description="users.v1 gRPC service")
     commands = parser.add_subparsers(dest="command", required=True)
     add_server_flags(commands.add_parser("serve", help="run the gRPC server"), os.environ)
     add_database_flag(
         commands.add_parser("migrate", help="bring the database schema up to date"), os.environ
     )
-    client_cli.add_commands(commands)
+    if client_commands:
+        from users_client import cli as client_cli  # noqa: PLC0415
+
+        client_cli.add_commands(commands)
     return parser
 
 

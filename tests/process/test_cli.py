@@ -215,3 +215,27 @@ def test_port_falls_back_to_the_port_environment_variable(tmp_path: Path) -> Non
     with ServerProcess(tmp_path, args, port=port, env={"PORT": str(port)}) as server:
         assert health_status(server.target) == "SERVING"
         assert f":{port}" in server.stderr
+
+
+def test_the_server_commands_do_not_import_the_operator_commands(tmp_path: Path) -> None:
+    """`serve` and `migrate` leave users_client (a gRPC client, with a terminal library
+    of its own) out of the server's memory; `export` & co. are dispatched to it."""
+    script = f"""
+import sys
+from service.cli import main
+code = main(["migrate", "--database-url", {sqlite_url(tmp_path / "users.db")!r}])
+loaded = sorted({{n.split(".")[0] for n in sys.modules}} & {{"users_client", "rich"}})
+print(code, loaded)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.strip() == "0 []", done.stderr
+    exported = run_service(tmp_path, "export", "--help")
+    assert exported.returncode == 0 and "--email-domain" in exported.stdout
