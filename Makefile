@@ -32,8 +32,8 @@ gen: $(BIN)/.installed
 
 check-gen: $(BIN)/.installed
 	@tmp=$$(mktemp -d); cp -r generated "$$tmp/before"; $(MAKE) --no-print-directory gen >/dev/null; \
-	if ! diff -r "$$tmp/before" generated >/dev/null; then \
-	  echo "generated/ is stale: run 'make gen' and commit the result"; diff -r "$$tmp/before" generated | head -20; exit 1; fi; \
+	if ! diff -r -x __pycache__ "$$tmp/before" generated >/dev/null; then \
+	  echo "generated/ is stale: run 'make gen' and commit the result"; diff -r -x __pycache__ "$$tmp/before" generated | head -20; exit 1; fi; \
 	echo "generated/ is up to date"
 
 lint: $(BIN)/.installed node_modules/.installed check-gen
