@@ -16,12 +16,43 @@ from tests.pgbouncer import PgBouncer
 from tests.process.server_process import ServerProcess, free_port
 from tests.rpc import AddressStub, UserStub
 
+CONTRACT = Path(__file__).parent / "contract"
+POOLED = ("pgbouncer", "pgbouncer-workers") if "postgresql" in selected_backends() else ()
 
-@pytest.fixture(scope="session", params=selected_backends())
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes `backend` runs on each selected database. The contract suite
+    runs through PgBouncer in transaction mode as well (API.md, --database-pooler
+    pgbouncer): against a server in this process ("pgbouncer"), and against four worker
+    processes sharing PgBouncer's 10 server connections ("pgbouncer-workers", issue 15),
+    which take every contract test that does not look inside the server (`running`).
+
+    One `backend` fixture for the whole suite, parametrized here: with a second one (a
+    conftest's override), the session fixtures that depend on it (`database_url`) were
+    cached across the two and a PgBouncer test got another backend's database."""
+    if "backend" not in metafunc.fixturenames or _parametrizes_backend(metafunc):
+        return
+    served = list(selected_backends())
+    if metafunc.definition.path.is_relative_to(CONTRACT):
+        in_process = "running" in metafunc.fixturenames
+        served += [b for b in POOLED if not (in_process and b == "pgbouncer-workers")]
+    metafunc.parametrize("backend", served, indirect=True, scope="session")
+
+
+def _parametrizes_backend(metafunc: pytest.Metafunc) -> bool:
+    """The test names its backends itself (@pytest.mark.parametrize("backend", ...))."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        names = names.split(",") if isinstance(names, str) else names
+        if "backend" in (name.strip() for name in names):
+            return True
+    return False
+
+
+@pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
-    """The database a test runs on; the contract suite adds "pgbouncer" and
-    "pgbouncer-workers" (its conftest): PostgreSQL, with the server under test going
-    through PgBouncer, in this process or as four worker processes."""
+    """The database a test runs on (pytest_generate_tests): "sqlite", "postgresql",
+    "mysql", or PostgreSQL behind PgBouncer ("pgbouncer", "pgbouncer-workers")."""
     return str(request.param)
 
 

@@ -34,6 +34,12 @@ from tests.storm.ledger import ABSENT, Ledger, UserEntry
 
 STORM_DOMAIN = "storm.example"
 DOOMED_DOMAIN = "doomed.example"
+# What grpc's own client says, at times, for a client stream whose deadline passed while
+# it was sending a message (tests/ops/test_abandoned_imports.py): the client's core, not
+# the server, whose INTERNAL would carry its own details and an ErrorInfo. The ledger
+# counts such a call as a write that may or may not have landed, as for any failure
+# that is not definite.
+CLIENT_CORE_INTERNAL = "Internal error from Core"
 # Every method of both services, for the calls that send undecodable bytes.
 METHODS = (
     *(f"/users.v1.UserService/{m}" for m in ("CreateUser", "GetUser", "BatchGetUsers")),
@@ -69,7 +75,9 @@ class Storm:
     # ---------------------------------------------------------------- plumbing
     def record(self, method: str, code: grpc.StatusCode, details: str | None = None) -> None:
         self.outcomes[f"{method} {code.name}"] += 1
-        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and not (
+            method.startswith("ImportUsers") and details == CLIENT_CORE_INTERNAL
+        ):
             self.surprises.append(f"{method} {code.name}: {details}")
 
     def deadline(self) -> float:
