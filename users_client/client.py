@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Self, TypeAlias, TypeVar
+from typing import Protocol, Self, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -26,6 +26,19 @@ from users_client.watch import Watch
 T = TypeVar("T")
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+
+
+class _PageRequest(Protocol):
+    page_token: str
+
+
+class _Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+PageRequest = TypeVar("PageRequest", bound=_PageRequest)
+Page = TypeVar("Page", bound=_Page)
 View: TypeAlias = resources_pb2.UserView.ValueType
 UNSPECIFIED, BASIC, FULL = (
     resources_pb2.USER_VIEW_UNSPECIFIED,
@@ -175,15 +188,9 @@ class UsersClient:
             view=view,
             page_size=page_size,
         )
-        while True:
-            response = await self._resumed(
-                lambda: self._unary("ListUsers", self.users.ListUsers, request)
-            )
-            for user in response.users:
+        async for page in self._pages("ListUsers", self.users.ListUsers, request):
+            for user in page.users:
                 yield user
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
 
     async def stream_users(
         self,
@@ -298,15 +305,9 @@ class UsersClient:
     ) -> AsyncIterator[resources_pb2.Address]:
         """Every address of the user, page after page."""
         request = address_service_pb2.ListAddressesRequest(user_id=user_id, page_size=page_size)
-        while True:
-            response = await self._resumed(
-                lambda: self._unary("ListAddresses", self.addresses.ListAddresses, request)
-            )
-            for address in response.addresses:
+        async for page in self._pages("ListAddresses", self.addresses.ListAddresses, request):
+            for address in page.addresses:
                 yield address
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
 
     async def update_address(
         self, address_id: int, email: str, *, etag: str = ""
@@ -335,6 +336,20 @@ class UsersClient:
             )
         except grpc.aio.AioRpcError as rpc_error:
             raise error_from(rpc_error) from rpc_error
+
+    async def _pages(
+        self,
+        method: str,
+        callable_: grpc.aio.UnaryUnaryMultiCallable[PageRequest, Page],
+        request: PageRequest,
+    ) -> AsyncIterator[Page]:
+        """Each page of a listing, the next asked for with the last one's token."""
+        while True:
+            page = await self._resumed(lambda: self._unary(method, callable_, request))
+            yield page
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     async def _resumed(self, call: Callable[[], Awaitable[T]]) -> T:
         """A page read, called again after UNAVAILABLE (the page token stays valid)."""
