@@ -18,6 +18,7 @@ import asyncpg
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from service.db.errors import driver_errors_translated
@@ -47,7 +48,7 @@ async def driver_of(connection: AsyncConnection) -> AsyncIterator[Any]:
     errors translated as SQLAlchemy's are. A statement cut short can leave asyncpg's
     connection mid-protocol (a COPY half sent, a reply unread, an operation still in
     progress): that connection is discarded, never handed to the next call."""
-    driver = (await connection.get_raw_connection()).driver_connection
+    driver = (await _pooled(connection)).driver_connection
     assert driver is not None
     async with driver_errors_translated():
         try:
@@ -57,6 +58,16 @@ async def driver_of(connection: AsyncConnection) -> AsyncIterator[Any]:
                 # Shielded: the call is being cancelled, the discard must still happen.
                 await asyncio.shield(connection.invalidate())
             raise
+
+
+async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:
+    """The pool's connection under `connection`. While the unit holds it, that is an
+    attribute; `get_raw_connection` would hop through a greenlet to read it (it may have
+    to reconnect an invalidated one, which a live unit's never is)."""
+    sync = connection.sync_connection
+    if sync is not None and not (sync.closed or sync.invalidated):
+        return sync.connection
+    return await connection.get_raw_connection()
 
 
 def release_sqlite_writer(context: ExceptionContext) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -73,11 +74,18 @@ async def copy_records(
 
 def _announce(connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]) -> None:
     sync = connection.sync_connection
-    if sync is not None and sync.dispatch.before_cursor_execute:
+    if sync is not None and _listened(sync) and sync.dispatch.before_cursor_execute:
         sync.dispatch.before_cursor_execute(sync, None, statement, parameters, None, False)
 
 
 def _announce_end(connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]) -> None:
     sync = connection.sync_connection
-    if sync is not None and sync.dispatch.after_cursor_execute:
+    if sync is not None and _listened(sync) and sync.dispatch.after_cursor_execute:
         sync.dispatch.after_cursor_execute(sync, None, statement, parameters, None, False)
+
+
+def _listened(sync: Connection) -> bool:
+    """Whether any statement listener is registered: SQLAlchemy's own test before it
+    dispatches statement events. Asking the dispatcher of a connection from an engine
+    with execution options (the reading units') builds a joined listener each time."""
+    return sync._has_events or sync.engine._has_events
