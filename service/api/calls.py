@@ -203,7 +203,7 @@ class CallLayer:
 
     def client_stream(self, method: Method, handler: UnaryHandler) -> UnaryHandler:
         async def checked(requests: AsyncIterator[Any], context: Ctx) -> Any:
-            return await handler(_decoded(requests), context)
+            return await handler(_decoded(requests, context), context)
 
         return self.unary(method, checked)
 
@@ -297,11 +297,31 @@ class CallLayer:
         return self._metrics.for_method(method.service, method.name)
 
 
-async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _decoded(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
     async for request in requests:
         if isinstance(request, Undecodable):
             raise MalformedRequestError(request.message_type)
         yield request
+    await _half_closed(context)
+
+
+async def _half_closed(context: Ctx) -> None:
+    """Returns if the client's stream really ended; a call that ended otherwise is
+    cancelled here.
+
+    grpc's request iterator ends alike when the client half-closes and when the call is
+    cancelled or its deadline passes: the server's receive completes empty either way,
+    and grpc cancels the handler only once it processes the call's close, which its
+    poller thread may deliver a while later. The end of a client stream is what commits
+    an import (all or nothing, API.md), so an end that is not the client's must not pass
+    for one (the storm saw an abandoned import's rows stored). A passed deadline says so
+    at once. Otherwise the response's headers are sent now: grpc core fails a send on a
+    call it has cancelled (ExecuteBatchError, which the call layer takes for "client
+    gone"), and on a call the client half-closed the headers simply go a moment early.
+    """
+    if _deadline_passed(context):
+        raise asyncio.CancelledError
+    await context.send_initial_metadata(())
 
 
 def _drain_status() -> grpc.Status:

@@ -189,3 +189,49 @@ async def test_imports_past_their_deadline_leave_the_database_free(
         assert all(isinstance(outcome, grpc.aio.AioRpcError) for outcome in outcomes), outcomes
         await writes_at_once(stub)
     await nothing_stayed(reader)
+
+
+ENDED_NOT_CLOSED = 150  # imports whose every message was sent, then cancelled or timed out
+
+
+async def test_an_import_that_ends_without_a_half_close_writes_nothing(
+    reader: AsyncEngine, stub: UserStub
+) -> None:
+    """The server's request iterator ends alike on a half-close and on a cancel or a
+    passed deadline; only a half-close may commit. Each import here sends all its rows
+    and never half-closes: its client cancels it a moment later, or its deadline
+    passes. None of their users may be stored, however the server's cancellation and the
+    end of its request stream interleave."""
+    domain = f"unclosed-{time.monotonic_ns()}.example"
+
+    async def one(n: int) -> None:
+        never = asyncio.Event()
+
+        async def requests() -> AsyncIterator[user_service_pb2.ImportUsersRequest]:
+            yield user_service_pb2.ImportUsersRequest(
+                requests=[
+                    user_service_pb2.CreateUserRequest(
+                        user=resources_pb2.User(name="u", email=f"u{n}-{i}@{domain}")
+                    )
+                    for i in range(3)
+                ]
+            )
+            await never.wait()
+
+        # Deadlines and cancels spread over the first milliseconds after the rows went.
+        call = stub.ImportUsers(requests(), timeout=0.002 + (n % 10) / 1000 if n % 2 else 5)
+        try:
+            async with asyncio.timeout(0.002 + (n % 7) / 1000):
+                await call
+        except TimeoutError:
+            call.cancel()
+        except grpc.aio.AioRpcError:
+            pass
+
+    await asyncio.gather(*(one(n) for n in range(ENDED_NOT_CLOSED)))
+    await asyncio.sleep(0.5)
+    async with reader.connect() as connection:
+        stored = await connection.scalar(
+            select(func.count()).select_from(users).where(users.c.email.like(f"%@{domain}"))
+        )
+    assert stored == 0, f"{stored} users of imports that never half-closed were stored"
