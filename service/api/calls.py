@@ -33,6 +33,8 @@ from service.api.errors import MalformedRequestError, OverloadedError, ServerDra
 from service.tracing import CallSpan, CallTracer
 
 log = logging.getLogger("users.calls")
+# A cancel this close to the call's deadline is counted as the deadline (_cancelled_code).
+DEADLINE_SLACK_SECONDS = 0.02
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 UnaryHandler = Callable[[Any, Ctx], Awaitable[Any]]
@@ -364,8 +366,12 @@ def _aborted_code(context: Ctx) -> grpc.StatusCode:
 
 
 def _cancelled_code(context: Ctx) -> grpc.StatusCode:
-    # grpc cancels the handler both when the client goes away and at the deadline.
-    if _deadline_passed(context):
+    # grpc cancels the handler both when the client goes away and at the deadline. The
+    # client's own timer fires first (its deadline is this one less the request's way
+    # here), and its cancel can arrive just before the deadline passes here: within
+    # DEADLINE_SLACK_SECONDS of it, the call ran out of time rather than being given up.
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= DEADLINE_SLACK_SECONDS:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
 
