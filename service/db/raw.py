@@ -12,7 +12,8 @@ sees these too (the end is announced whether the statement succeeded or failed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -42,12 +43,9 @@ class RawQuery:
 
     async def fetch(self, connection: AsyncConnection, **values: Any) -> Sequence[Any]:
         arguments = tuple(values[name] for name in self._parameters)
-        _announce(connection, self.sql, arguments)
-        try:
+        with _announced(connection, self.sql, arguments):
             async with driver_of(connection) as driver:
                 rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
-        finally:
-            _announce_end(connection, self.sql, arguments)
         return rows
 
 
@@ -59,29 +57,36 @@ async def copy_records(
 ) -> None:
     """asyncpg's COPY of `records` into `table`, part of the unit's transaction."""
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    _announce(connection, statement, ())
-    try:
-        async with driver_of(connection) as driver:
-            await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
-    except asyncpg.IntegrityConstraintViolationError as error:
-        translated = constraint_error(error, table, NO_SUBJECT)
-        if translated is None:
-            raise
-        raise translated from error
-    finally:
-        _announce_end(connection, statement, ())
+    with _announced(connection, statement, ()):
+        try:
+            async with driver_of(connection) as driver:
+                await driver.copy_records_to_table(
+                    table.name, records=records, columns=list(columns)
+                )
+        except asyncpg.IntegrityConstraintViolationError as error:
+            translated = constraint_error(error, table, NO_SUBJECT)
+            if translated is None:
+                raise
+            raise translated from error
 
 
-def _announce(connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]) -> None:
+@contextmanager
+def _announced(
+    connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]
+) -> Iterator[None]:
+    """The statement told to the engine's cursor listeners before it runs and after it
+    ended, succeeded or not, as SQLAlchemy tells them of its own."""
     sync = connection.sync_connection
-    if sync is not None and _listened(sync) and sync.dispatch.before_cursor_execute:
+    if sync is None or not _listened(sync):
+        yield
+        return
+    if sync.dispatch.before_cursor_execute:
         sync.dispatch.before_cursor_execute(sync, None, statement, parameters, None, False)
-
-
-def _announce_end(connection: AsyncConnection, statement: str, parameters: tuple[Any, ...]) -> None:
-    sync = connection.sync_connection
-    if sync is not None and _listened(sync) and sync.dispatch.after_cursor_execute:
-        sync.dispatch.after_cursor_execute(sync, None, statement, parameters, None, False)
+    try:
+        yield
+    finally:
+        if sync.dispatch.after_cursor_execute:
+            sync.dispatch.after_cursor_execute(sync, None, statement, parameters, None, False)
 
 
 def _listened(sync: Connection) -> bool:
