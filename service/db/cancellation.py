@@ -3,7 +3,8 @@ connection never serves another call, and on SQLite the writer is free again at 
 
 SQLAlchemy discards the connection of a statement it ran that was cut short; on SQLite,
 `release_sqlite_writer` first stops the statement and rolls back. Where asyncpg is used
-directly (COPY, GetUser's read), `driver_of` discards the connection itself.
+directly (COPY, GetUser's read, CreateUser's INSERT), `driver_of` discards the connection
+itself.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ async def driver_of(connection: AsyncConnection) -> AsyncIterator[Any]:
     errors translated as SQLAlchemy's are. A statement cut short can leave asyncpg's
     connection mid-protocol (a COPY half sent, a reply unread, an operation still in
     progress): that connection is discarded, never handed to the next call."""
-    driver = (await _pooled(connection)).driver_connection
+    pooled = await _pooled(connection)
+    driver = pooled.driver_connection
     assert driver is not None
     async with driver_errors_translated():
         try:
+            await _begin_if_due(connection, pooled)
             yield driver
         except BaseException as error:
             if _out_of_step(error):
@@ -68,6 +71,24 @@ async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:
     if sync is not None and not (sync.closed or sync.invalidated):
         return sync.connection
     return await connection.get_raw_connection()
+
+
+async def _begin_if_due(connection: AsyncConnection, pooled: PoolProxiedConnection) -> None:
+    """Sends the unit's BEGIN if it is not sent yet. SQLAlchemy's asyncpg adapter sends
+    it lazily, before the first statement it runs itself; a statement sent to asyncpg
+    directly first (CreateUser's INSERT) would otherwise run in autocommit, outside the
+    unit's transaction, and stay committed whatever the unit does next."""
+    adapter: Any = pooled.dbapi_connection
+    if not connection.in_transaction() or adapter.autocommit or adapter._transaction is not None:
+        return
+    try:
+        await adapter._start_transaction()
+    except Exception as error:
+        # The adapter raises its DB-API wrapper of asyncpg's error: asyncpg's own goes on,
+        # judged like any other (unavailable? connection out of step?).
+        if isinstance(error.__cause__, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+            raise error.__cause__ from None
+        raise
 
 
 def release_sqlite_writer(context: ExceptionContext) -> None:

@@ -1,5 +1,6 @@
-"""The one way past SQLAlchemy's execution layer, for the two statements where its work
-per call shows (GetUser on PostgreSQL; ImportUsers' COPY into staging).
+"""The one way past SQLAlchemy's execution layer, for the statements where its work per
+call shows (GetUser's read and CreateUser's INSERT on PostgreSQL; ImportUsers' COPY into
+staging).
 
 A Core statement is rendered once for asyncpg (`RawQuery`); it runs on the unit's own
 pooled connection, inside its transaction, through `cancellation.driver_of` (the one rule
@@ -21,29 +22,38 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import Select
+from sqlalchemy.sql.expression import ReturnsRows
 
 from service.db.cancellation import driver_of
-from service.db.errors import NO_SUBJECT, constraint_error
+from service.db.errors import NO_SUBJECT, Subject, constraint_error
 
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 class RawQuery:
-    """A SELECT rendered once to asyncpg's SQL ($1, $2 ...), its rows read by name."""
+    """A statement that returns rows (a SELECT, an INSERT ... RETURNING), rendered once
+    to asyncpg's SQL ($1, $2 ...), its rows read by name. Its values go to asyncpg as
+    they are: no type of SQLAlchemy's processes them (asyncpg takes and returns aware
+    datetimes for timestamptz, what UtcDateTime makes of them on the other path)."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: ReturnsRows, *, table: Table | None = None) -> None:
+        """`table`: the table a write goes to, whose constraints its errors name."""
         compiled = statement.compile(dialect=_DIALECT)
         self.sql = str(compiled)
         self._parameters = tuple(compiled.positiontup or ())
+        self._table = table
         # Column name -> position in a row, so callers read rows by name at list speed.
         self.at: Mapping[str, int] = {
-            column.name: index for index, column in enumerate(statement.selected_columns)
+            column.name: index for index, column in enumerate(statement.exported_columns)
         }
 
-    async def fetch(self, connection: AsyncConnection, **values: Any) -> Sequence[Any]:
+    async def fetch(
+        self, connection: AsyncConnection, *, subject: Subject = NO_SUBJECT, **values: Any
+    ) -> Sequence[Any]:
+        """The statement's rows; a constraint it breaks raises the error that the table of
+        db/errors.py names for it, about `subject`."""
         arguments = tuple(values[name] for name in self._parameters)
-        with _announced(connection, self.sql, arguments):
+        with _announced(connection, self.sql, arguments), _constraints_named(self._table, subject):
             async with driver_of(connection) as driver:
                 rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
         return rows
@@ -57,17 +67,22 @@ async def copy_records(
 ) -> None:
     """asyncpg's COPY of `records` into `table`, part of the unit's transaction."""
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    with _announced(connection, statement, ()):
-        try:
-            async with driver_of(connection) as driver:
-                await driver.copy_records_to_table(
-                    table.name, records=records, columns=list(columns)
-                )
-        except asyncpg.IntegrityConstraintViolationError as error:
-            translated = constraint_error(error, table, NO_SUBJECT)
-            if translated is None:
-                raise
-            raise translated from error
+    with _announced(connection, statement, ()), _constraints_named(table, NO_SUBJECT):
+        async with driver_of(connection) as driver:
+            await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
+
+
+@contextmanager
+def _constraints_named(table: Table | None, subject: Subject) -> Iterator[None]:
+    """A constraint broken by asyncpg directly becomes the domain error it would become
+    through SQLAlchemy; one the table does not know goes on as it is (an INTERNAL)."""
+    try:
+        yield
+    except asyncpg.IntegrityConstraintViolationError as error:
+        translated = constraint_error(error, table, subject)
+        if translated is None:
+            raise
+        raise translated from error
 
 
 @contextmanager

@@ -74,6 +74,14 @@ _ADDRESS_CREATE_TIME, _ADDRESS_UPDATE_TIME = _AT["address_create_time"], _AT["ad
 _ADDRESS_VERSION = _AT["address_version"]
 _FOR_UPDATE = select(*_USER_COLUMNS).where(users.c.id == _ONE_ID).with_for_update()
 _INSERT_USER = insert(users)
+# CreateUser's INSERT on PostgreSQL, for asyncpg directly (db/raw.py), like GetUser's read.
+_NEW_USER_COLUMNS = ("name", "email", "email_domain", "create_time", "update_time", "version")
+_INSERT_ON_ASYNCPG = RawQuery(
+    insert(users)
+    .values({column: bindparam(column) for column in _NEW_USER_COLUMNS})
+    .returning(users.c.id),
+    table=users,
+)
 
 
 class UsersStore:
@@ -81,14 +89,7 @@ class UsersStore:
         self._connection = connection
 
     async def insert(self, new: NewUser, now: datetime) -> int:
-        result = await execute(
-            self._connection,
-            _INSERT_USER,
-            user_row(new, now),
-            subject=Subject(email=new.email),
-        )
-        assert result.inserted_primary_key is not None
-        user_id = int(result.inserted_primary_key[0])
+        user_id = await self._insert_user(new, now)
         if new.address_emails:
             await execute(
                 self._connection,
@@ -105,6 +106,17 @@ class UsersStore:
                 ],
             )
         return user_id
+
+    async def _insert_user(self, new: NewUser, now: datetime) -> int:
+        subject = Subject(email=new.email)
+        if self._connection.dialect.name == "postgresql":
+            rows = await _INSERT_ON_ASYNCPG.fetch(
+                self._connection, subject=subject, **user_row(new, now)
+            )
+            return int(rows[0][0])
+        result = await execute(self._connection, _INSERT_USER, user_row(new, now), subject=subject)
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
 
     async def create(self, new: NewUser, now: datetime) -> User:
         user_id = await self.insert(new, now)

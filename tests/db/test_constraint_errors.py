@@ -23,6 +23,7 @@ from service.db.tables import (
     user_changes,
     users,
 )
+from service.db.uow import SqlUnitOfWorkFactory
 from service.domain.errors import (
     AddressExistsError,
     EmailTakenError,
@@ -161,11 +162,17 @@ async def test_each_broken_constraint_becomes_its_error(running: server.RunningS
     }
     assert set(cases) == set(CONSTRAINT_ERRORS)
     subject = Subject(email=email, user_id=owner)
-    for name, (table, row, expected) in cases.items():
-        async with running.engine.connect() as connection:
-            with pytest.raises(expected) as raised:
-                await execute(connection, insert(table), [row], subject=subject)
-            await connection.rollback()
-        assert raised.value.__cause__ is not None, name
-        if isinstance(raised.value, KeyTakenError):
-            assert raised.value.constraint == name
+    try:
+        for name, (table, row, expected) in cases.items():
+            async with running.engine.connect() as connection:
+                with pytest.raises(expected) as raised:
+                    await execute(connection, insert(table), [row], subject=subject)
+                await connection.rollback()
+            assert raised.value.__cause__ is not None, name
+            if isinstance(raised.value, KeyTakenError):
+                assert raised.value.constraint == name
+    finally:
+        # The import staged above is open: later tests of this database expect none.
+        async with SqlUnitOfWorkFactory(running.engine).writing() as uow:
+            await uow.imports.discard(tag)
+            await uow.commit()
