@@ -17,7 +17,6 @@ from service.db.migrate import upgrade
 from service.domain.errors import DatabaseUnavailableError
 from service.logs import configure_logging
 from service.server import StartupError, serve
-from service.workers import supervise
 
 T = TypeVar("T")
 SERVER_COMMANDS = ("serve", "migrate")
@@ -40,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(_migrate(settings))
             sys.stderr.write("database schema is up to date\n")
         elif settings.workers > 1 and not settings.worker:
+            # Imported only here: it brings prometheus-client's multiprocess mode along.
+            from service.workers import supervise  # noqa: PLC0415
+
             return _run(supervise(settings, argv))
         else:
             _run(serve(settings))

@@ -11,10 +11,10 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 from users.v1 import address_service_pb2, user_service_pb2
 
@@ -38,11 +38,17 @@ from service.domain.errors import DomainError
 from service.domain.ports import UnitOfWorkFactory
 from service.health import SERVICE_NAME as HEALTH_SERVICE
 from service.health import Health
-from service.metrics import Metrics, MetricsEndpoint, serve_metrics
 from service.readiness import ReadinessProbe
 from service.startup import StoppedError, migrate_unless_stopped, stop_event, until_stopped
 from service.tls import TlsFilesError, server_credentials
 from service.tracing import CallTracer, TracingConfigError, start_tracing
+
+if TYPE_CHECKING:
+    # Imported when --metrics-port asks for metrics: prometheus-client and its HTTP
+    # server are memory a server without /metrics need not hold.
+    from prometheus_client import CollectorRegistry
+
+    from service.metrics import Metrics, MetricsEndpoint
 
 log = logging.getLogger("users.server")
 
@@ -133,7 +139,7 @@ async def start(
         # connecting would leave a driver thread behind (aiosqlite).
         await change_feed.start()
         auth = authenticator(settings)
-        metrics = Metrics() if settings.metrics_port is not None else None
+        metrics = new_metrics() if settings.metrics_port is not None else None
         calls = CallLayer(
             auth=auth,
             metrics=metrics,
@@ -276,7 +282,15 @@ def admission_limit(settings: Settings, engine: AsyncEngine) -> int:
     return pool_capacity(engine) + IN_FLIGHT_PER_CORE * (os.cpu_count() or 1)
 
 
+def new_metrics() -> Metrics:
+    from service.metrics import Metrics  # noqa: PLC0415 - only with --metrics-port
+
+    return Metrics()
+
+
 def metrics_endpoint(settings: Settings, registry: CollectorRegistry) -> MetricsEndpoint:
+    from service.metrics import serve_metrics  # noqa: PLC0415 - only with --metrics-port
+
     assert settings.metrics_port is not None
     try:
         return serve_metrics(settings.host, settings.metrics_port, registry)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -130,3 +132,39 @@ async def test_workers_metrics_are_summed_by_the_parent(tmp_path: Path, postgres
     assert value(samples, "users_ready") == 1
     # The parent's and both workers' memory: three Python processes.
     assert value(samples, "process_resident_memory_bytes") > 3 * 20_000_000
+
+
+def test_without_a_metrics_port_no_prometheus_module_is_loaded(tmp_path: Path) -> None:
+    """A server started through the command line's module and called, in a process of
+    its own, --metrics-port unset: prometheus-client stays out of its memory."""
+    script = f"""
+import asyncio, sys
+import grpc
+import service.cli
+from service import server
+from service.config import Settings
+from users.v1 import user_service_pb2, user_service_pb2_grpc
+
+async def main():
+    running = await server.start(Settings(host="127.0.0.1", port=0,
+        database_url={sqlite_url(tmp_path / "users.db")!r}))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{{running.port}}") as channel:
+        stub = user_service_pb2_grpc.UserServiceStub(channel)
+        await stub.CreateUser(user_service_pb2.CreateUserRequest(
+            user={{"name": "A", "email": "a@example.com"}}))
+    await running.stop(1)
+
+asyncio.run(main())
+print(sorted(name for name in sys.modules if name.startswith(("prometheus_client", "wsgiref"))))
+"""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
