@@ -84,9 +84,10 @@ async def _begin_if_due(connection: AsyncConnection, pooled: PoolProxiedConnecti
     try:
         await adapter._start_transaction()
     except Exception as error:
-        # The adapter raises its DB-API wrapper of asyncpg's error: asyncpg's own goes on,
-        # judged like any other (unavailable? connection out of step?).
-        if isinstance(error.__cause__, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+        # The adapter raises its DB-API wrapper of the driver's error (a refusal, a lost
+        # connection, asyncpg's InternalClientError on a connection cut mid-reply): the
+        # driver's own goes on, judged as any raised here (unavailable? out of step?).
+        if isinstance(error.__cause__, Exception):
             raise error.__cause__ from None
         raise
 

@@ -16,7 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.db.engine import create_engine
 from service.db.errors import driver_errors_translated, is_unavailable
+from service.db.migrate import upgrade
+from service.db.uow import SqlUnitOfWorkFactory
 from service.domain.errors import DatabaseUnavailableError
+from service.domain.models import NewUser, utc_now
 from tests.backends import fresh_database, selected_backends
 
 SESSION_ID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
@@ -76,3 +79,45 @@ async def test_asyncpg_out_of_step_with_an_ended_session_is_unavailable() -> Non
     with pytest.raises(DatabaseUnavailableError):
         async with driver_errors_translated():
             raise lost
+
+
+@pytest.mark.parametrize("backend", [b for b in ("postgresql",) if b in selected_backends()])
+async def test_a_write_unit_whose_session_ended_is_unavailable_at_its_raw_first_statement(
+    backend: str, tmp_path: Path
+) -> None:
+    """CreateUser's INSERT goes to asyncpg directly, and the unit's BEGIN with it: a
+    session ended while the unit holds its connection is DatabaseUnavailableError (a
+    retryable UNAVAILABLE), not the adapter's wrapper of the driver's error (INTERNAL),
+    and the next unit gets a working connection."""
+    async with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+            units = SqlUnitOfWorkFactory(engine)
+            with pytest.raises(DatabaseUnavailableError):
+                async with units.writing() as uow:
+                    await end_every_other_session(url)
+                    await asyncio.sleep(0.3)  # the server's goodbye reaches the socket
+                    await uow.users.create(NewUser(name="Lost", email="lost@x.test"), utc_now())
+            async with units.writing() as uow:
+                created = await uow.users.create(
+                    NewUser(name="Next", email="next@x.test"), utc_now()
+                )
+                await uow.commit()
+            assert created.id > 0
+        finally:
+            await engine.dispose()
+
+
+async def end_every_other_session(url: str) -> None:
+    killer = create_async_engine(url)
+    try:
+        async with killer.connect() as connection:
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+    finally:
+        await killer.dispose()
