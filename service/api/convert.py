@@ -48,8 +48,8 @@ def list_users_input_of(request: user_service_pb2.ListUsersRequest) -> ListUsers
 
 
 def set_time(field: Timestamp, moment: datetime) -> None:
-    # Filled in place, on every response's path: building a Timestamp and copying it in
-    # costs about twice as much, Timestamp.FromDatetime more still.
+    # Filled in place, on every response's path: cheaper than building a Timestamp and
+    # copying it in, and than Timestamp.FromDatetime (BENCHMARKS.md has the figures).
     field.seconds = int(moment.timestamp())
     field.nanos = moment.microsecond * 1000
 
@@ -83,8 +83,8 @@ def _fill_address(message: pb.Address, address: Address) -> None:
 def stream_response_of(batch: RowBatch) -> user_service_pb2.StreamUsersResponse:
     """StreamUsers' hot path: messages straight from rows, no User dataclass in between.
 
-    Timestamps are given as dicts: upb fills the sub-message from one in half the time
-    it takes to build a Timestamp and copy it in.
+    Timestamps are given as dicts: upb fills the sub-message from one faster than from
+    a Timestamp built and copied in.
     """
     response = user_service_pb2.StreamUsersResponse()
     add = response.users.add

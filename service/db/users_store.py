@@ -139,7 +139,7 @@ class UsersStore:
 
         On PostgreSQL the statement goes to asyncpg directly, past SQLAlchemy's
         execution layer (compiled-cache lookup, execution context, result and type
-        processing), which cost a quarter of the server's CPU a call; the connection
+        processing), whose work a call showed in the server's profile; the connection
         still comes from the engine's pool. asyncpg returns aware UTC datetimes already,
         what UtcDateTime makes of them on the other path.
         """
