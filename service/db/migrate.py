@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # The newest revision in migrations/versions; tests/db/test_schema.py checks it against
 # Alembic's own head, so a new migration cannot be forgotten here.
-HEAD = "0005"
+HEAD = "0006"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 
 from service.db.types import Id, UtcDateTime, exact_text, sortable_text, text_column
@@ -149,6 +150,12 @@ user_changes = Table(
     Column("version", Integer, nullable=False),
     Column("sequenced_time", UtcDateTime(), nullable=True),
     UniqueConstraint("position", name="uq_user_changes_position"),
+    # The sequencer's probe for changes without a position: a seek, however long the log
+    # (migration 0006; SQLite seeks through uq_user_changes_position).
+    Index("ix_user_changes_unnumbered", "id", postgresql_where=text("position IS NULL")).ddl_if(
+        dialect="postgresql"
+    ),
+    Index("ix_user_changes_position_id", "position", "id").ddl_if(dialect=("mysql", "mariadb")),  # type: ignore[arg-type]  # documented; stub says str
     sqlite_autoincrement=True,
 )
 
