@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, or_, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    or_,
+    select,
+    tuple_,
+)
 
 from service.db.tables import addresses, users
-from service.domain.queries import Cursor, Ordering, SortField, UserFilter, UsersPageQuery
+from service.domain.queries import Ordering, SortField, UserFilter, UsersPageQuery
 
 # Escapes LIKE wildcards in address_email_contains; "\" would be an escape by default on
 # MariaDB and PostgreSQL, so an explicit ESCAPE character makes it plain on all three.
@@ -29,24 +40,88 @@ SORT_COLUMNS = {
 
 
 def users_page(
-    select_users: Select[Any], query: UsersPageQuery, *, row_values: bool
-) -> Select[Any]:
-    """`select_users` with the page's filters, position, order and limit applied.
+    columns: tuple[ColumnElement[Any], ...], query: UsersPageQuery, *, row_values: bool
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The page's statement over `columns` and its parameters: its filters, position,
+    order and limit.
+
+    The statement is built once per shape (which filters, which order, after a cursor or
+    not) and kept, so SQLAlchemy finds its compiled form by a memoized key instead of
+    building and hashing a new select on every call; the page's values are parameters.
 
     row_values: compare (key, id) as a row, for backends whose planner turns that into
     one index seek even when many rows share the key (PostgreSQL).
     """
-    bound = None
-    if query.after is not None and query.ordering.field is SortField.ID:
-        cursor_id, descending = query.after.id, query.ordering.descending
-        bound = functools.partial(_beyond, cursor_id, descending=descending)
-    statement = select_users.where(*filter_clauses(query.filter, user_id_bound=bound))
+    shown = query.filter
+    statement = _page_statement(
+        columns,
+        _FilterShape(
+            bool(shown.email), bool(shown.email_domain), bool(shown.address_email_contains)
+        ),
+        query.ordering,
+        after=query.after is not None,
+        row_values=row_values,
+    )
+    values: dict[str, Any] = {"page_limit": query.limit}
+    if shown.email:
+        values["email"] = shown.email
+    if shown.email_domain:
+        values["email_domain"] = shown.email_domain
+    if shown.address_email_contains:
+        values["address_pattern"] = contains_pattern(shown.address_email_contains)
     if query.after is not None:
-        statement = statement.where(after(query.ordering, query.after, row_values=row_values))
-    return statement.order_by(*order_clauses(query.ordering)).limit(query.limit)
+        values["cursor_id"] = query.after.id
+        if query.ordering.field is not SortField.ID:
+            values["cursor_key"] = query.after.key
+    return statement, values
 
 
-def _beyond(cursor_id: int, column: ColumnElement[int], *, descending: bool) -> ColumnElement[bool]:
+@dataclass(frozen=True, slots=True)
+class _FilterShape:
+    email: bool
+    email_domain: bool
+    address_email_contains: bool
+
+
+@functools.lru_cache(maxsize=256)
+def _page_statement(
+    columns: tuple[ColumnElement[Any], ...],
+    shape: _FilterShape,
+    ordering: Ordering,
+    *,
+    after: bool,
+    row_values: bool,
+) -> Select[Any]:
+    cursor_id = bindparam("cursor_id", type_=users.c.id.type)
+    bound = None
+    if after and ordering.field is SortField.ID:
+        bound = functools.partial(_beyond, cursor_id, descending=ordering.descending)
+    statement = select(*columns).where(
+        *_filters(
+            email=bindparam("email", type_=users.c.email.type) if shape.email else None,
+            email_domain=(
+                bindparam("email_domain", type_=users.c.email_domain.type)
+                if shape.email_domain
+                else None
+            ),
+            address_pattern=(
+                bindparam("address_pattern", type_=addresses.c.email.type)
+                if shape.address_email_contains
+                else None
+            ),
+            user_id_bound=bound,
+        )
+    )
+    if after:
+        key = bindparam("cursor_key", type_=SORT_COLUMNS[ordering.field].type)
+        statement = statement.where(_after(ordering, key, cursor_id, row_values=row_values))
+    limit = bindparam("page_limit", type_=Integer)
+    return statement.order_by(*order_clauses(ordering)).limit(limit)
+
+
+def _beyond(
+    cursor_id: ColumnElement[Any], column: ColumnElement[int], *, descending: bool
+) -> ColumnElement[bool]:
     return column < cursor_id if descending else column > cursor_id
 
 
@@ -61,18 +136,37 @@ def filter_clauses(
     the EXISTS looks at. PostgreSQL derives no inequality across the join, and would
     otherwise merge-join from the first address: page 10,000 read 800,000 addresses.
     """
+    return _filters(
+        email=user_filter.email or None,
+        email_domain=user_filter.email_domain or None,
+        address_pattern=(
+            contains_pattern(user_filter.address_email_contains)
+            if user_filter.address_email_contains
+            else None
+        ),
+        user_id_bound=user_id_bound,
+    )
+
+
+def _filters(
+    *,
+    email: Any,
+    email_domain: Any,
+    address_pattern: Any,
+    user_id_bound: Callable[[ColumnElement[int]], ColumnElement[bool]] | None,
+) -> list[ColumnElement[bool]]:
+    """The filters given (values, or parameters of a statement built once); None: none."""
     clauses: list[ColumnElement[bool]] = []
-    if user_filter.email:
-        clauses.append(users.c.email == user_filter.email)
-    if user_filter.email_domain:
-        clauses.append(users.c.email_domain == user_filter.email_domain)
-    if user_filter.address_email_contains:
+    if email is not None:
+        clauses.append(users.c.email == email)
+    if email_domain is not None:
+        clauses.append(users.c.email_domain == email_domain)
+    if address_pattern is not None:
         # EXISTS, not a JOIN: a user with several matching addresses is listed once.
-        pattern = contains_pattern(user_filter.address_email_contains)
         owned = (
             exists()
             .where(addresses.c.user_id == users.c.id)
-            .where(addresses.c.email.like(pattern, escape=LIKE_ESCAPE))
+            .where(addresses.c.email.like(address_pattern, escape=LIKE_ESCAPE))
         )
         if user_id_bound is not None:
             owned = owned.where(user_id_bound(addresses.c.user_id))
@@ -97,28 +191,33 @@ def order_clauses(ordering: Ordering) -> list[ColumnElement[Any]]:
     return [column.desc() if ordering.descending else column.asc() for column in columns]
 
 
-def after(ordering: Ordering, cursor: Cursor, *, row_values: bool) -> ColumnElement[bool]:
-    """Rows strictly after the cursor in the page order.
+def _after(
+    ordering: Ordering,
+    key: ColumnElement[Any],
+    cursor_id: ColumnElement[Any],
+    *,
+    row_values: bool,
+) -> ColumnElement[bool]:
+    """Rows strictly after the cursor (key, cursor_id) in the page order.
 
     Compared with the same column (and so the same collation) that ORDER BY uses:
     the two must agree for no row to be skipped or repeated.
     """
     if ordering.field is SortField.ID:
-        return users.c.id < cursor.id if ordering.descending else users.c.id > cursor.id
+        return users.c.id < cursor_id if ordering.descending else users.c.id > cursor_id
     column = SORT_COLUMNS[ordering.field]
     if row_values:
-        # A plain tuple on the right binds each value with its column's type.
-        pair, bound = tuple_(column, users.c.id), (cursor.key, cursor.id)
+        pair, bound = tuple_(column, users.c.id), tuple_(key, cursor_id)
         return pair < bound if ordering.descending else pair > bound
     # Without row values: key > k OR (key = k AND id > i), which MariaDB's range optimizer
     # turns into an exact (key, id) range. The leading key >= k repeats what the OR
     # implies, so that any planner (SQLite's) can at least start the index scan at k.
     if ordering.descending:
         return and_(
-            column <= cursor.key,
-            or_(column < cursor.key, and_(column == cursor.key, users.c.id < cursor.id)),
+            column <= key,
+            or_(column < key, and_(column == key, users.c.id < cursor_id)),
         )
     return and_(
-        column >= cursor.key,
-        or_(column > cursor.key, and_(column == cursor.key, users.c.id > cursor.id)),
+        column >= key,
+        or_(column > key, and_(column == key, users.c.id > cursor_id)),
     )
