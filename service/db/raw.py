@@ -41,10 +41,15 @@ class RawQuery:
         compiled = statement.compile(dialect=_DIALECT)
         self.sql = str(compiled)
         self._parameters = tuple(compiled.positiontup or ())
+        # Values the statement carries itself (a filter built with its value in it).
+        self._carried = {
+            name: bind.value for name, bind in compiled.binds.items() if not bind.required
+        }
         self._table = table
         # Column name -> position in a row, so callers read rows by name at list speed.
+        # (An unlabelled expression gets a key of SQLAlchemy's making, unused by callers.)
         self.at: Mapping[str, int] = {
-            column.name: index for index, column in enumerate(statement.exported_columns)
+            key: index for index, key in enumerate(statement.exported_columns.keys())
         }
 
     async def fetch(
@@ -52,7 +57,9 @@ class RawQuery:
     ) -> Sequence[Any]:
         """The statement's rows; a constraint it breaks raises the error that the table of
         db/errors.py names for it, about `subject`."""
-        arguments = tuple(values[name] for name in self._parameters)
+        arguments = tuple(
+            values[name] if name in values else self._carried[name] for name in self._parameters
+        )
         with _announced(connection, self.sql, arguments), _constraints_named(self._table, subject):
             async with driver_of(connection) as driver:
                 rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import keyset
+from service.db.raw import RawQuery
 from service.db.tables import addresses, users
 from service.domain.queries import UserFilter
 from service.domain.rows import AddressRow, RowBatch, UserRow
@@ -80,6 +81,10 @@ _POSTGRES_ADDRESSES = (
 )
 
 
+# One rendering for asyncpg per statement (the statements above are built once each).
+_on_asyncpg = functools.lru_cache(maxsize=128)(RawQuery)
+
+
 async def read_batch(
     connection: AsyncConnection,
     user_filter: UserFilter,
@@ -94,26 +99,29 @@ async def read_batch(
     no datetime for them; elsewhere they are converted here.
     """
     postgres = connection.dialect.name == "postgresql"
-    found = await connection.execute(
-        _users_statement(postgres, user_filter), {"after_id": after_id, "batch_limit": limit}
-    )
-    # Rows index and unpack as the tuples of service.domain.rows: no copy needed.
-    rows = typing.cast(
-        Sequence[UserRow], found.all() if postgres else [_in_micros(r) for r in found]
-    )
+    statement = _users_statement(postgres, user_filter)
+    rows: Sequence[UserRow]
+    if postgres:
+        # asyncpg directly (db/raw.py): its Records index and unpack as the tuples of
+        # service.domain.rows, with no result object of SQLAlchemy's around each batch.
+        found = await _on_asyncpg(statement).fetch(connection, after_id=after_id, batch_limit=limit)
+        rows = typing.cast(Sequence[UserRow], found)
+    else:
+        result = await connection.execute(statement, {"after_id": after_id, "batch_limit": limit})
+        rows = [_in_micros(r) for r in result]
     if not with_addresses or not rows:
         return RowBatch(rows)
     ids = [row[0] for row in rows]
     if postgres:
-        stored = (await connection.execute(_POSTGRES_ADDRESSES, {"user_ids": ids})).all()
+        stored = await _on_asyncpg(_POSTGRES_ADDRESSES).fetch(connection, user_ids=ids)
         return RowBatch(rows, _grouped(typing.cast(Sequence[AddressRow], stored)))
-    found = await connection.execute(
+    owned = await connection.execute(
         select(*_ADDRESS_COLUMNS, addresses.c.create_time, addresses.c.update_time)
         .add_columns(addresses.c.version)
         .where(addresses.c.user_id.in_(ids))
         .order_by(addresses.c.user_id, addresses.c.id)
     )
-    return RowBatch(rows, _grouped([_in_micros(r) for r in found]))
+    return RowBatch(rows, _grouped([_in_micros(r) for r in owned]))
 
 
 def _in_micros(row: Row[Any, Any, Any, Any, Any, Any]) -> tuple[Any, Any, Any, int, int, Any]:
