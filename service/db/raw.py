@@ -1,6 +1,6 @@
 """The one way past SQLAlchemy's execution layer, for the statements where its work per
-call shows (GetUser's read and CreateUser's INSERT on PostgreSQL; ImportUsers' COPY into
-staging).
+call shows, on PostgreSQL: GetUser's read, CreateUser's INSERT, ListUsers' page,
+StreamUsers' batches, and ImportUsers' COPY into staging.
 
 A Core statement is rendered once for asyncpg (`RawQuery`); it runs on the unit's own
 pooled connection, inside its transaction, through `cancellation.driver_of` (the one rule
