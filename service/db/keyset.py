@@ -52,23 +52,25 @@ def users_page(
     row_values: compare (key, id) as a row, for backends whose planner turns that into
     one index seek even when many rows share the key (PostgreSQL).
     """
-    shown = query.filter
+    user_filter = query.filter
     statement = _page_statement(
         columns,
         _FilterShape(
-            bool(shown.email), bool(shown.email_domain), bool(shown.address_email_contains)
+            bool(user_filter.email),
+            bool(user_filter.email_domain),
+            bool(user_filter.address_email_contains),
         ),
         query.ordering,
         after=query.after is not None,
         row_values=row_values,
     )
     values: dict[str, Any] = {"page_limit": query.limit}
-    if shown.email:
-        values["email"] = shown.email
-    if shown.email_domain:
-        values["email_domain"] = shown.email_domain
-    if shown.address_email_contains:
-        values["address_pattern"] = contains_pattern(shown.address_email_contains)
+    if user_filter.email:
+        values["email"] = user_filter.email
+    if user_filter.email_domain:
+        values["email_domain"] = user_filter.email_domain
+    if user_filter.address_email_contains:
+        values["address_pattern"] = contains_pattern(user_filter.address_email_contains)
     if query.after is not None:
         values["cursor_id"] = query.after.id
         if query.ordering.field is not SortField.ID:
