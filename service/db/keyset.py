@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -52,25 +51,15 @@ def users_page(
     row_values: compare (key, id) as a row, for backends whose planner turns that into
     one index seek even when many rows share the key (PostgreSQL).
     """
-    user_filter = query.filter
+    values: dict[str, Any] = filter_values(query.filter)
     statement = _page_statement(
         columns,
-        _FilterShape(
-            bool(user_filter.email),
-            bool(user_filter.email_domain),
-            bool(user_filter.address_email_contains),
-        ),
+        frozenset(values),
         query.ordering,
         after=query.after is not None,
         row_values=row_values,
     )
-    values: dict[str, Any] = {"page_limit": query.limit}
-    if user_filter.email:
-        values["email"] = user_filter.email
-    if user_filter.email_domain:
-        values["email_domain"] = user_filter.email_domain
-    if user_filter.address_email_contains:
-        values["address_pattern"] = contains_pattern(user_filter.address_email_contains)
+    values["page_limit"] = query.limit
     if query.after is not None:
         values["cursor_id"] = query.after.id
         if query.ordering.field is not SortField.ID:
@@ -78,17 +67,26 @@ def users_page(
     return statement, values
 
 
-@dataclass(frozen=True, slots=True)
-class _FilterShape:
-    email: bool
-    email_domain: bool
-    address_email_contains: bool
+# Each filter's parameter, and the type of the column it is compared with.
+_FILTER_TYPES = {
+    "email": users.c.email.type,
+    "email_domain": users.c.email_domain.type,
+    "address_pattern": addresses.c.email.type,
+}
+
+
+def filter_values(user_filter: UserFilter) -> dict[str, str]:
+    """The filters set, by parameter name (API.md: an empty filter is no filter)."""
+    values = {"email": user_filter.email, "email_domain": user_filter.email_domain}
+    if user_filter.address_email_contains:
+        values["address_pattern"] = contains_pattern(user_filter.address_email_contains)
+    return {name: value for name, value in values.items() if value}
 
 
 @functools.lru_cache(maxsize=256)
 def _page_statement(
     columns: tuple[ColumnElement[Any], ...],
-    shape: _FilterShape,
+    filters: frozenset[str],
     ordering: Ordering,
     *,
     after: bool,
@@ -98,22 +96,7 @@ def _page_statement(
     bound = None
     if after and ordering.field is SortField.ID:
         bound = functools.partial(_beyond, cursor_id, descending=ordering.descending)
-    statement = select(*columns).where(
-        *_filters(
-            email=bindparam("email", type_=users.c.email.type) if shape.email else None,
-            email_domain=(
-                bindparam("email_domain", type_=users.c.email_domain.type)
-                if shape.email_domain
-                else None
-            ),
-            address_pattern=(
-                bindparam("address_pattern", type_=addresses.c.email.type)
-                if shape.address_email_contains
-                else None
-            ),
-            user_id_bound=bound,
-        )
-    )
+    statement = select(*columns).where(*filter_clauses(filters, user_id_bound=bound))
     if after:
         key = bindparam("cursor_key", type_=SORT_COLUMNS[ordering.field].type)
         statement = statement.where(_after(ordering, key, cursor_id, row_values=row_values))
@@ -128,47 +111,29 @@ def _beyond(
 
 
 def filter_clauses(
-    user_filter: UserFilter,
+    filters: frozenset[str],
     *,
     user_id_bound: Callable[[ColumnElement[int]], ColumnElement[bool]] | None = None,
 ) -> list[ColumnElement[bool]]:
-    """API.md: filters combine with AND; an empty filter is no filter.
+    """The clauses of the filters named (filter_values' names), each comparing with a
+    parameter of that name; API.md: filters combine with AND.
 
     user_id_bound: the page's id bound when paging by id, restated on the addresses
     the EXISTS looks at. PostgreSQL derives no inequality across the join, and would
     otherwise merge-join from the first address: page 10,000 read 800,000 addresses.
     """
-    return _filters(
-        email=user_filter.email or None,
-        email_domain=user_filter.email_domain or None,
-        address_pattern=(
-            contains_pattern(user_filter.address_email_contains)
-            if user_filter.address_email_contains
-            else None
-        ),
-        user_id_bound=user_id_bound,
-    )
-
-
-def _filters(
-    *,
-    email: Any,
-    email_domain: Any,
-    address_pattern: Any,
-    user_id_bound: Callable[[ColumnElement[int]], ColumnElement[bool]] | None,
-) -> list[ColumnElement[bool]]:
-    """The filters given (values, or parameters of a statement built once); None: none."""
+    given = {name: bindparam(name, type_=_FILTER_TYPES[name]) for name in filters}
     clauses: list[ColumnElement[bool]] = []
-    if email is not None:
-        clauses.append(users.c.email == email)
-    if email_domain is not None:
-        clauses.append(users.c.email_domain == email_domain)
-    if address_pattern is not None:
+    if "email" in given:
+        clauses.append(users.c.email == given["email"])
+    if "email_domain" in given:
+        clauses.append(users.c.email_domain == given["email_domain"])
+    if "address_pattern" in given:
         # EXISTS, not a JOIN: a user with several matching addresses is listed once.
         owned = (
             exists()
             .where(addresses.c.user_id == users.c.id)
-            .where(addresses.c.email.like(address_pattern, escape=LIKE_ESCAPE))
+            .where(addresses.c.email.like(given["address_pattern"], escape=LIKE_ESCAPE))
         )
         if user_id_bound is not None:
             owned = owned.where(user_id_bound(addresses.c.user_id))

@@ -13,6 +13,7 @@ sees these too (the end is announced whether the statement succeeded or failed).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +23,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.expression import ReturnsRows
+from sqlalchemy.sql.expression import ReturnsRows, Select
 
 from service.db.cancellation import driver_of
 from service.db.errors import NO_SUBJECT, Subject, constraint_error
@@ -41,10 +42,6 @@ class RawQuery:
         compiled = statement.compile(dialect=_DIALECT)
         self.sql = str(compiled)
         self._parameters = tuple(compiled.positiontup or ())
-        # Values the statement carries itself (a filter built with its value in it).
-        self._carried = {
-            name: bind.value for name, bind in compiled.binds.items() if not bind.required
-        }
         self._table = table
         # Column name -> position in a row, so callers read rows by name at list speed.
         # (An unlabelled expression gets a key of SQLAlchemy's making, unused by callers.)
@@ -57,13 +54,29 @@ class RawQuery:
     ) -> Sequence[Any]:
         """The statement's rows; a constraint it breaks raises the error that the table of
         db/errors.py names for it, about `subject`."""
-        arguments = tuple(
-            values[name] if name in values else self._carried[name] for name in self._parameters
-        )
+        arguments = tuple(values[name] for name in self._parameters)
         with _announced(connection, self.sql, arguments), _constraints_named(self._table, subject):
             async with driver_of(connection) as driver:
                 rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
         return rows
+
+
+@functools.lru_cache(maxsize=512)
+def _rendered(statement: Select[Any]) -> RawQuery:
+    """The RawQuery of a statement built once and kept (a page shape of keyset's, a
+    stream's filter): rendered once, however often it runs."""
+    return RawQuery(statement)
+
+
+async def fetch_rows(
+    connection: AsyncConnection, statement: Select[Any], values: Mapping[str, Any]
+) -> Sequence[Any]:
+    """A kept statement's rows, read by position: through asyncpg directly on
+    PostgreSQL, through SQLAlchemy elsewhere."""
+    if connection.dialect.name == "postgresql":
+        return await _rendered(statement).fetch(connection, **values)
+    rows: Sequence[Any] = (await connection.execute(statement, values)).all()
+    return rows
 
 
 async def copy_records(

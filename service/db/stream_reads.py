@@ -1,7 +1,7 @@
 """StreamUsers' keyset reads: one prebuilt statement a stream, rows as plain tuples.
 
 A stream may read a million rows, so the per-row cost is what matters here: the
-statement is built once per filter (SQLAlchemy's compiled cache and asyncpg's prepared
+statement is built once per set of filters (SQLAlchemy's compiled cache and asyncpg's prepared
 statements do the rest), rows stay rows, and no column has a result processor.
 """
 
@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import keyset
-from service.db.raw import RawQuery
+from service.db.raw import fetch_rows
 from service.db.tables import addresses, users
 from service.domain.queries import UserFilter
 from service.domain.rows import AddressRow, RowBatch, UserRow
@@ -57,14 +57,14 @@ def _times(table: Table, postgres: bool) -> tuple[ColumnElement[Any], ColumnElem
     return table.c.create_time, table.c.update_time
 
 
-@functools.lru_cache(maxsize=64)
-def _users_statement(postgres: bool, user_filter: UserFilter) -> Select[Any]:
-    """Built once per filter and reused by every batch of every stream with it; the
-    position and the limit are parameters."""
+@functools.lru_cache(maxsize=32)
+def _users_statement(postgres: bool, filters: frozenset[str]) -> Select[Any]:
+    """Built once per set of filters and reused by every batch of every stream with it;
+    the filters' values, the position and the limit are parameters."""
     after_id = bindparam("after_id", type_=BigInteger)
     return (
         select(users.c.id, users.c.name, users.c.email, *_times(users, postgres), users.c.version)
-        .where(*keyset.filter_clauses(user_filter, user_id_bound=lambda column: column > after_id))
+        .where(*keyset.filter_clauses(filters, user_id_bound=lambda column: column > after_id))
         .where(users.c.id > after_id)
         .order_by(users.c.id)
         .limit(bindparam("batch_limit", type_=BigInteger))
@@ -81,10 +81,6 @@ _POSTGRES_ADDRESSES = (
 )
 
 
-# One rendering for asyncpg per statement (the statements above are built once each).
-_on_asyncpg = functools.lru_cache(maxsize=128)(RawQuery)
-
-
 async def read_batch(
     connection: AsyncConnection,
     user_filter: UserFilter,
@@ -99,21 +95,19 @@ async def read_batch(
     no datetime for them; elsewhere they are converted here.
     """
     postgres = connection.dialect.name == "postgresql"
-    statement = _users_statement(postgres, user_filter)
-    rows: Sequence[UserRow]
-    if postgres:
-        # asyncpg directly (db/raw.py): its Records index and unpack as the tuples of
-        # service.domain.rows, with no result object of SQLAlchemy's around each batch.
-        found = await _on_asyncpg(statement).fetch(connection, after_id=after_id, batch_limit=limit)
-        rows = typing.cast(Sequence[UserRow], found)
-    else:
-        result = await connection.execute(statement, {"after_id": after_id, "batch_limit": limit})
-        rows = [_in_micros(r) for r in result]
+    filters = keyset.filter_values(user_filter)
+    found = await fetch_rows(
+        connection,
+        _users_statement(postgres, frozenset(filters)),
+        {**filters, "after_id": after_id, "batch_limit": limit},
+    )
+    # asyncpg's Records index and unpack as the tuples of service.domain.rows.
+    rows = typing.cast(Sequence[UserRow], found if postgres else [_in_micros(r) for r in found])
     if not with_addresses or not rows:
         return RowBatch(rows)
     ids = [row[0] for row in rows]
     if postgres:
-        stored = await _on_asyncpg(_POSTGRES_ADDRESSES).fetch(connection, user_ids=ids)
+        stored = await fetch_rows(connection, _POSTGRES_ADDRESSES, {"user_ids": ids})
         return RowBatch(rows, _grouped(typing.cast(Sequence[AddressRow], stored)))
     owned = await connection.execute(
         select(*_ADDRESS_COLUMNS, addresses.c.create_time, addresses.c.update_time)

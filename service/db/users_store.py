@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db import keyset, stream_reads
 from service.db.errors import Subject, execute
-from service.db.raw import RawQuery
+from service.db.raw import RawQuery, fetch_rows
 from service.db.tables import addresses, users
 from service.domain.models import Address, NewUser, User, UserChanges, View
 from service.domain.queries import UserFilter, UsersPageQuery
@@ -198,14 +197,9 @@ class UsersStore:
     async def list_page(self, query: UsersPageQuery) -> Sequence[User]:
         # PostgreSQL seeks its (key, id) index straight to (key, id) > (k, i), even inside
         # a long run of equal keys, only for a row comparison (see service.db.keyset).
-        postgres = self._connection.dialect.name == "postgresql"
-        statement, values = keyset.users_page(_USER_COLUMNS, query, row_values=postgres)
-        rows: Sequence[_AnyRow]
-        if postgres:
-            # To asyncpg directly, as GetUser's read: one rendering per page shape.
-            rows = await _on_asyncpg(statement).fetch(self._connection, **values)
-        else:
-            rows = (await self._connection.execute(statement, values)).all()
+        row_values = self._connection.dialect.name == "postgresql"
+        statement, values = keyset.users_page(_USER_COLUMNS, query, row_values=row_values)
+        rows = await fetch_rows(self._connection, statement, values)
         if query.view is View.BASIC or not rows:
             return [user_from(row) for row in rows]
         owned = await self._addresses_of([row[_ID] for row in rows])
@@ -229,11 +223,6 @@ class UsersStore:
         for row in rows:
             owned[row.user_id].append(address_from(row))
         return owned
-
-
-# ListUsers' statements on PostgreSQL, rendered for asyncpg once per page shape (keyset
-# keeps one statement per shape, so the statement itself is the key).
-_on_asyncpg = functools.lru_cache(maxsize=256)(RawQuery)
 
 
 def domain_of(email: str) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -17,6 +15,7 @@ from users.v1 import user_service_pb2
 
 from service import server
 from service.config import Settings
+from tests.ops.loaded_modules import modules_after_a_call
 from tests.process.server_process import ServerProcess, free_port, sqlite_url
 from tests.rpc import UserStub, create_user, fails
 
@@ -137,34 +136,5 @@ async def test_workers_metrics_are_summed_by_the_parent(tmp_path: Path, postgres
 def test_without_a_metrics_port_no_prometheus_module_is_loaded(tmp_path: Path) -> None:
     """A server started through the command line's module and called, in a process of
     its own, --metrics-port unset: prometheus-client stays out of its memory."""
-    script = f"""
-import asyncio, sys
-import grpc
-import service.cli
-from service import server
-from service.config import Settings
-from users.v1 import user_service_pb2, user_service_pb2_grpc
-
-async def main():
-    running = await server.start(Settings(host="127.0.0.1", port=0,
-        database_url={sqlite_url(tmp_path / "users.db")!r}))
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{{running.port}}") as channel:
-        stub = user_service_pb2_grpc.UserServiceStub(channel)
-        await stub.CreateUser(user_service_pb2.CreateUserRequest(
-            user={{"name": "A", "email": "a@example.com"}}))
-    await running.stop(1)
-
-asyncio.run(main())
-print(sorted(name for name in sys.modules if name.startswith(("prometheus_client", "wsgiref"))))
-"""
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    url = sqlite_url(tmp_path / "users.db")
+    assert modules_after_a_call(url, ("prometheus_client", "wsgiref")) == []

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,10 +24,10 @@ from users.v1 import resources_pb2, user_service_pb2
 
 from service.spans import described
 from service.tracing import wanted
+from tests.ops.loaded_modules import modules_after_a_call
 from tests.process.server_process import ServerProcess, free_port, sqlite_url
 from tests.rpc import UserStub, create_user, fails, fresh_email
 
-ROOT = Path(__file__).parents[2]
 # The caller's span, as a client sends it (W3C Trace Context).
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -197,36 +195,8 @@ async def test_spans_join_the_caller_s_trace_with_statements_and_no_row_values(
 
 def test_with_tracing_off_no_opentelemetry_module_is_loaded(tmp_path: Path) -> None:
     """A server started and called in a process of its own, OTEL_* unset."""
-    script = f"""
-import asyncio, sys
-import grpc
-from service import server
-from service.config import Settings
-from users.v1 import user_service_pb2, user_service_pb2_grpc
-
-async def main():
-    running = await server.start(Settings(host="127.0.0.1", port=0,
-        database_url={sqlite_url(tmp_path / "users.db")!r}, metrics_port=0))
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{{running.port}}") as channel:
-        stub = user_service_pb2_grpc.UserServiceStub(channel)
-        await stub.CreateUser(user_service_pb2.CreateUserRequest(
-            user={{"name": "A", "email": "a@example.com"}}))
-    await running.stop(1)
-
-asyncio.run(main())
-print(sorted(name for name in sys.modules if name.startswith("opentelemetry")))
-"""
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    url = sqlite_url(tmp_path / "users.db")
+    assert modules_after_a_call(url, ("opentelemetry",), metrics_port=0) == []
 
 
 def test_tracing_is_on_only_when_the_environment_names_an_exporter_or_endpoint() -> None:
