@@ -14,7 +14,9 @@ from users.v1 import resources_pb2, user_service_pb2
 from tests.process.server_process import ServerProcess, free_port
 from users_client import NewUser, UsersClient, Watch
 
-USERS = 10_000
+# Far more than a connection's flow-control window holds, or a fast server would have
+# sent the whole stream before it stopped.
+USERS = 30_000
 BATCH = 100
 WAIT_SECONDS = 60.0
 GRACE = "1"
