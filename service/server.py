@@ -61,7 +61,7 @@ READINESS = (USER_SERVICE, ADDRESS_SERVICE)
 # With the pool's connections, the default bound on calls in flight (admission_limit).
 IN_FLIGHT_PER_CORE = 32
 # The change feed's connections: its loop, and watchers catching up from the database.
-CHANGE_FEED_POOL = 2
+CHANGE_FEED_POOL = 4
 
 
 class StartupError(Exception):

@@ -92,6 +92,20 @@ async def _begin_if_due(connection: AsyncConnection, pooled: PoolProxiedConnecti
         raise
 
 
+def closes_at_once(connection: AsyncConnection) -> bool:
+    """Whether closing `connection` sends the database nothing, so that nothing can cut
+    the close short: PostgreSQL with no transaction begun on the driver (SQLAlchemy's
+    asyncpg adapter rolls back only a transaction it began, and returning a connection to
+    the pool is no I/O). MariaDB's and SQLite's adapters roll back on every return."""
+    sync = connection.sync_connection
+    if connection.dialect.name != "postgresql" or sync is None:
+        return False
+    if sync.closed or sync.invalidated:
+        return False
+    adapter: Any = sync.connection.dbapi_connection
+    return adapter is not None and adapter._transaction is None
+
+
 def release_sqlite_writer(context: ExceptionContext) -> None:
     """SQLAlchemy's handle_error hook on SQLite: a statement cut short is stopped and its
     transaction rolled back before SQLAlchemy discards the connection.

@@ -63,14 +63,18 @@ def safe_url(raw: str) -> str:
         return raw.rsplit("@", maxsplit=1)[-1] if "@" in raw else raw
 
 
-def create_engine(raw_url: str, *, pool_size: int = 10, pooler: str = "none") -> AsyncEngine:
-    """`pooler` "pgbouncer": the URL leads to PgBouncer in transaction mode, which hands
+def create_engine(raw_url: str, *, pool_size: int = 20, pooler: str = "none") -> AsyncEngine:
+    """`pool_size`: the connections the pool lends at most, each kept once opened.
+    `pooler` "pgbouncer": the URL leads to PgBouncer in transaction mode, which hands
     each transaction a server connection of its own choosing: no prepared statement may
     outlive a transaction, so neither asyncpg nor SQLAlchemy keep any."""
     url = parse_url(raw_url)
     options: dict[str, Any] = {
         "pool_size": pool_size,
-        "max_overflow": pool_size,
+        # No overflow: a connection opened at a peak and closed once it passes is opened
+        # again at the next, each time a new server process and session set-up; under
+        # CreateUser load at 64 calls in flight that was one new session every 32 calls.
+        "max_overflow": 0,
         # A call that waits this long for a free connection is UNAVAILABLE (overloaded).
         "pool_timeout": POOL_TIMEOUT_SECONDS,
     }

@@ -26,7 +26,7 @@ log = logging.getLogger("users.replicas")
 
 CHECK_EVERY_SECONDS = 1.0
 CHECK_TIMEOUT_SECONDS = 2.0
-POOL_SIZE = 5
+POOL_SIZE = 10
 # Caught up (nothing received that is not replayed) is no lag, however long ago the last
 # transaction was: an idle primary sends nothing to replay.
 _LAG = text(

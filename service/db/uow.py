@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from service.db.addresses_store import AddressesStore
 from service.db.bulk_store import BulkStore
+from service.db.cancellation import closes_at_once
 from service.db.errors import is_unavailable, translated_errors
 from service.db.import_store import ImportStore
 from service.db.replicas import ReplicaSet
@@ -20,9 +21,10 @@ from service.domain.errors import DatabaseUnavailableError
 
 
 class SqlUnitOfWork:
-    """A unit on one pooled connection. A writing unit is one transaction; a reading
-    unit on PostgreSQL runs in autocommit (no BEGIN and COMMIT round trips: under READ
-    COMMITTED each statement sees its own snapshot either way)."""
+    """A unit on one pooled connection. A writing unit is one transaction, but for a
+    one-statement write on PostgreSQL; a reading unit on PostgreSQL runs in autocommit
+    (no BEGIN and COMMIT round trips: under READ COMMITTED each statement sees its own
+    snapshot either way)."""
 
     users: UsersStore
     addresses: AddressesStore
@@ -89,15 +91,22 @@ class SqlUnitOfWork:
         connection, self._connection, self._transaction = self._connection, None, None
         assert connection is not None
         # Closing rolls back whatever was not committed and returns the connection to
-        # the pool; shielded so a cancelled call (client gone, deadline) cannot leak it.
+        # the pool; shielded so a cancelled call (client gone, deadline) cannot leak it,
+        # unless the close has nothing to wait for (the shield's task costs a call more
+        # than the close itself).
         async with translated_errors():
-            await asyncio.shield(connection.close())
+            if closes_at_once(connection):
+                await connection.close()
+            else:
+                await asyncio.shield(connection.close())
         if exc is not None and is_unavailable(exc):
             raise DatabaseUnavailableError() from exc
 
     async def commit(self) -> None:
         if not self._writes:
             raise RuntimeError("a reading unit has nothing to commit")
+        if not self._transactional:
+            return  # a one-statement write, committed as its statement ended
         assert self._transaction is not None
         async with translated_errors():
             await self._transaction.commit()
@@ -117,10 +126,11 @@ class SqlUnitOfWorkFactory:
         transaction pooler, a statement outside one may not reach one server connection)."""
         self._engine = engine
         self._replicas = replicas
-        # The same pool, its connections in autocommit while checked out. PostgreSQL
-        # only: asyncpg switches without a round trip; MariaDB would SET the level both
-        # ways and SQLite would hop to its thread, costing more than the BEGIN saved.
-        self._reading = (
+        # The same pool, its connections in autocommit while checked out, for reads and
+        # one-statement writes. PostgreSQL only: asyncpg switches without a round trip;
+        # MariaDB would SET the level both ways and SQLite would hop to its thread,
+        # costing more than the BEGIN saved.
+        self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql" and autocommit_reads
             else None
@@ -142,9 +152,12 @@ class SqlUnitOfWorkFactory:
         )
 
     def _primary_reading(self) -> SqlUnitOfWork:
-        if self._reading is None:
+        if self._autocommit is None:
             return SqlUnitOfWork(self._engine, writes=False)
-        return SqlUnitOfWork(self._reading, writes=False, transactional=False)
+        return SqlUnitOfWork(self._autocommit, writes=False, transactional=False)
 
-    def writing(self) -> SqlUnitOfWork:
+    def writing(self, *, one_statement: bool = False) -> SqlUnitOfWork:
+        if one_statement and self._autocommit is not None:
+            # The statement commits as it ends; commit() has nothing left to do.
+            return SqlUnitOfWork(self._autocommit, transactional=False)
         return SqlUnitOfWork(self._engine)

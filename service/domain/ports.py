@@ -247,7 +247,12 @@ class UnitOfWorkFactory(Protocol):
         behind (--max-replica-lag); never for reads a client compares etags with."""
         ...
 
-    def writing(self) -> UnitOfWork: ...
+    def writing(self, *, one_statement: bool = False) -> UnitOfWork:
+        """`one_statement`: the use case's whole write is one statement, as a store
+        method says (UsersRepository.create of a user without addresses), atomic as every
+        statement is: a backend may run it without a transaction around it, sparing the
+        BEGIN and COMMIT round trips. The use case still calls commit()."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

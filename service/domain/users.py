@@ -62,7 +62,9 @@ async def create_user(
     new = validate_new_user(found, "", user, request_id)
     found.raise_if_any()
     if not request_id:
-        async with new_uow.writing() as uow:
+        # Without addresses the user is one INSERT (UsersRepository.create), its change
+        # record written by the same statement.
+        async with new_uow.writing(one_statement=not new.address_emails) as uow:
             created = await uow.users.create(new, utc_now())
             await uow.commit()
             return created

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service import server
-from service.db.tables import users
+from service.db.tables import user_changes, users
 from service.db.uow import SqlUnitOfWorkFactory
 from service.domain.errors import EmailTakenError
 from service.domain.models import NewUser, User, View, utc_now
@@ -35,6 +35,14 @@ async def stored(running: server.RunningServer, email: str) -> int:
     return int(count or 0)
 
 
+async def recorded_changes(running: server.RunningServer, user_id: int) -> int:
+    async with running.engine.connect() as connection:
+        count = await connection.scalar(
+            select(func.count()).select_from(user_changes).where(user_changes.c.user_id == user_id)
+        )
+    return int(count or 0)
+
+
 async def test_a_single_statement_write_left_without_commit_is_rolled_back(
     running: server.RunningServer,
 ) -> None:
@@ -43,6 +51,35 @@ async def test_a_single_statement_write_left_without_commit_is_rolled_back(
     async with SqlUnitOfWorkFactory(running.engine).writing() as uow:
         await uow.users.create(new, utc_now())
     assert await stored(running, new.email) == 0
+
+
+async def test_a_one_statement_write_is_seen_before_commit_only_on_postgresql(
+    running: server.RunningServer,
+) -> None:
+    # CreateUser without addresses or request_id: on PostgreSQL no BEGIN and COMMIT round
+    # trips; the INSERT (with its change record, written by the same statement) commits
+    # as it ends. Elsewhere the unit stays a transaction, seen by nobody before commit().
+    autocommits = running.engine.dialect.name == "postgresql"
+    new = new_user()
+    async with SqlUnitOfWorkFactory(running.engine).writing(one_statement=True) as uow:
+        created = await uow.users.create(new, utc_now())
+        if autocommits:
+            # Seen from another connection before commit(): committed already.
+            assert await stored(running, new.email) == 1
+            assert await recorded_changes(running, created.id) == 1
+        await uow.commit()
+    assert await stored(running, new.email) == 1
+    assert await recorded_changes(running, created.id) == 1
+
+
+async def test_a_one_statement_write_left_without_commit(
+    running: server.RunningServer,
+) -> None:
+    autocommits = running.engine.dialect.name == "postgresql"
+    new = new_user()
+    async with SqlUnitOfWorkFactory(running.engine).writing(one_statement=True) as uow:
+        await uow.users.create(new, utc_now())
+    assert await stored(running, new.email) == (1 if autocommits else 0)
 
 
 async def test_a_write_whose_second_statement_fails_keeps_nothing_of_the_first(

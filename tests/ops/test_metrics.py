@@ -115,10 +115,10 @@ async def test_workers_metrics_are_summed_by_the_parent(tmp_path: Path, postgres
         deadline = time.monotonic() + 10
         while True:
             samples = await asyncio.to_thread(scrape, metrics_port)
-            # Both workers' pools (10 each) are reported once their probers ticked; a tick
+            # Both workers' pools (20 each) are reported once their probers ticked; a tick
             # taken while one of the calls above held a connection is stale until the next.
             settled = (
-                value(samples, "users_db_pool_size") == 20
+                value(samples, "users_db_pool_size") == 40
                 and value(samples, "users_db_pool_checked_out") == 0
             )
             if settled or time.monotonic() > deadline:
@@ -126,7 +126,7 @@ async def test_workers_metrics_are_summed_by_the_parent(tmp_path: Path, postgres
             await asyncio.sleep(0.2)
         assert process.terminate(10) == 0, process.stderr
     assert value(samples, "grpc_server_handled_total", **method("CreateUser"), grpc_code="OK") == 12
-    assert value(samples, "users_db_pool_size") == 20
+    assert value(samples, "users_db_pool_size") == 40
     assert value(samples, "users_db_pool_checked_out") == 0
     assert value(samples, "users_ready") == 1
     # The parent's and both workers' memory: three Python processes.

@@ -227,7 +227,7 @@ class FakeUnitOfWorkFactory:
     def reading(self, *, stale_ok: bool = False) -> FakeUnit:
         return FakeUnit(self.database, writing=False)
 
-    def writing(self) -> FakeUnit:
+    def writing(self, *, one_statement: bool = False) -> FakeUnit:
         return FakeUnit(self.database, writing=True)
 
 
