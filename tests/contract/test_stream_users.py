@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
@@ -16,7 +17,7 @@ from users.v1 import resources_pb2, user_service_pb2
 
 from service.db.engine import create_engine
 from service.server import RunningServer
-from tests.rpc import UserStub, fails, fresh_email
+from tests.rpc import UserStub, create_user, fails, fresh_email
 from tests.seeding import Seeded, seed_users, unseed
 from tests.statements import recorded_statements
 
@@ -220,3 +221,36 @@ async def assert_no_active_query(database_url: str, within: float) -> None:
                 await asyncio.sleep(0.01)
     finally:
         await observer.dispose()
+
+
+async def test_streamed_users_carry_the_stored_times_and_etags_to_the_microsecond(
+    users: UserStub,
+) -> None:
+    # On PostgreSQL the stream's times are computed by the server as epoch microseconds
+    # (stream_reads.py), not read as the columns GetUser reads: the two must agree.
+    domain = f"{fresh_email().split('@')[0]}.times.test"
+    made = [
+        await create_user(users, email=fresh_email(domain), addresses=(fresh_email(),))
+        for _ in range(20)
+    ]
+    updated = await users.UpdateUser(
+        user_service_pb2.UpdateUserRequest(
+            user=resources_pb2.User(id=made[0].id, name="Renamed", etag=made[0].etag),
+            update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+        )
+    )
+    stored = {u.id: u for u in made} | {updated.id: updated}
+    for view in (resources_pb2.USER_VIEW_BASIC, resources_pb2.USER_VIEW_FULL):
+        streamed = [
+            u
+            async for message in users.StreamUsers(Request(email_domain=domain, view=view))
+            for u in message.users
+        ]
+        assert [u.id for u in streamed] == sorted(stored)
+        for user in streamed:
+            expected = stored[user.id]
+            assert user.create_time == expected.create_time
+            assert user.update_time == expected.update_time
+            assert user.etag == expected.etag
+            if view == resources_pb2.USER_VIEW_FULL:
+                assert list(user.addresses) == list(expected.addresses)
