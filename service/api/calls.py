@@ -158,14 +158,18 @@ class CallLayer:
     def begin_draining(self) -> None:
         """New calls are refused with UNAVAILABLE and open server streams end with it."""
         self._draining = True
+        # The quiet period counts from now: clients between two calls when the drain
+        # began (none in flight, none refused yet) still get their clean refusal.
+        self._last_refused = time.monotonic()
         for stream in self._streams:
             if stream.inside:
                 stream.drained = True
                 stream.task.cancel()
 
     async def drained(self, quiet: float = QUIET_SECONDS) -> None:
-        """Returns once no call runs and none was refused for `quiet` seconds: stopping grpc
-        then cancels (CANCELLED, not retried by clients) only calls that race its GOAWAY."""
+        """Returns once no call runs and none was refused for `quiet` seconds, the drain's
+        start counting as a refusal: stopping grpc then cancels (CANCELLED, not retried by
+        clients) only calls that race its GOAWAY."""
         # Polled, and only while stopping: an Event would cost every call a check.
         while self._in_flight or time.monotonic() - self._last_refused < quiet:  # noqa: ASYNC110
             await asyncio.sleep(quiet / 5)

@@ -131,6 +131,20 @@ async def test_calls_after_the_drain_began_are_refused_with_unavailable(
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+async def test_a_drain_waits_for_clients_between_two_calls_before_it_counts_as_drained(
+    fake: tuple[FakeServer, grpc.aio.Channel],
+) -> None:
+    # SIGTERM while every client sat between two calls: none in flight, none refused yet.
+    # Their next calls must still meet the call layer's UNAVAILABLE, not grpc's stop.
+    server, channel = fake
+    echo = channel.unary_unary(f"/{SERVICE}/Echo", identity, identity)
+    assert await echo(b"hi", timeout=5) == b"hi"
+    server.layer.begin_draining()
+    began = time.monotonic()
+    await server.layer.drained(quiet=0.3)
+    assert time.monotonic() - began >= 0.3
+
+
 @pytest.mark.parametrize("stop", ["cancel", "deadline"])
 async def test_a_stream_the_client_left_is_closed_inside_the_call(
     fake: tuple[FakeServer, grpc.aio.Channel], caplog: pytest.LogCaptureFixture, stop: str
