@@ -34,7 +34,7 @@ def _cut_short(error: BaseException) -> bool:
     return isinstance(error, TimeoutError) or not isinstance(error, Exception)
 
 
-def _out_of_step(error: BaseException) -> bool:
+def out_of_step(error: BaseException) -> bool:
     """Whether asyncpg, used directly, may be left out of step with the server: after a
     statement cut short, a lost connection or any failure of its own. An error the server
     answered with (a unique violation) leaves the connection in step and usable."""
@@ -57,7 +57,7 @@ async def driver_of(connection: AsyncConnection) -> AsyncIterator[Any]:
             await _begin_if_due(connection, pooled)
             yield driver
         except BaseException as error:
-            if _out_of_step(error):
+            if out_of_step(error):
                 # Shielded: the call is being cancelled, the discard must still happen.
                 await asyncio.shield(connection.invalidate())
             raise

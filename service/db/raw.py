@@ -13,6 +13,7 @@ sees these too (the end is announced whether the statement succeeded or failed).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,11 +23,18 @@ import asyncpg
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import ReturnsRows, Select
+from sqlalchemy.util.concurrency import greenlet_spawn
 
-from service.db.cancellation import driver_of
-from service.db.errors import NO_SUBJECT, Subject, constraint_error
+from service.db.cancellation import driver_of, out_of_step
+from service.db.errors import (
+    NO_SUBJECT,
+    Subject,
+    constraint_error,
+    driver_errors_translated,
+    translated_errors,
+)
 
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
@@ -49,12 +57,16 @@ class RawQuery:
             key: index for index, key in enumerate(statement.exported_columns.keys())
         }
 
+    def arguments(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The statement's values in its parameters' order."""
+        return tuple(values[name] for name in self._parameters)
+
     async def fetch(
         self, connection: AsyncConnection, *, subject: Subject = NO_SUBJECT, **values: Any
     ) -> Sequence[Any]:
         """The statement's rows; a constraint it breaks raises the error that the table of
         db/errors.py names for it, about `subject`."""
-        arguments = tuple(values[name] for name in self._parameters)
+        arguments = self.arguments(values)
         with _announced(connection, self.sql, arguments), _constraints_named(self._table, subject):
             async with driver_of(connection) as driver:
                 rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
@@ -76,6 +88,41 @@ async def fetch_rows(
     if connection.dialect.name == "postgresql":
         return await _rendered(statement).fetch(connection, **values)
     rows: Sequence[Any] = (await connection.execute(statement, values)).all()
+    return rows
+
+
+def announces_statements(engine: AsyncEngine) -> bool:
+    """Whether any listener waits for the engine's statement events (tracing, a test
+    recording statements): they are handed SQLAlchemy's Connection, which `fetch_alone`
+    does without."""
+    dispatch = engine.sync_engine.dispatch
+    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+
+
+async def fetch_alone(engine: AsyncEngine, query: RawQuery, **values: Any) -> Sequence[Any]:
+    """A read that needs no unit: its rows, on a pooled connection taken for it alone and
+    used through asyncpg directly, in autocommit. What a unit adds around one statement
+    (SQLAlchemy's Connection, its characteristics, a greenlet hop each way) is most of
+    such a call's database work in Python. PostgreSQL only, and only while
+    `announces_statements` is False."""
+    arguments = query.arguments(values)
+    async with translated_errors():
+        pooled = await engine.raw_connection()
+    try:
+        driver = pooled.driver_connection
+        assert driver is not None
+        async with driver_errors_translated():
+            try:
+                rows: Sequence[Any] = await driver.fetch(query.sql, *arguments)
+            except BaseException as error:
+                if out_of_step(error):
+                    # The one rule of cancellation.py: never handed to the next call.
+                    await asyncio.shield(greenlet_spawn(pooled.invalidate))
+                raise
+    finally:
+        # Back to the pool: no I/O on PostgreSQL with no transaction begun, so nothing
+        # can cut it short (uow.py's close, the same).
+        await greenlet_spawn(pooled.close)
     return rows
 
 

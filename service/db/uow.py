@@ -14,10 +14,12 @@ from service.db.bulk_store import BulkStore
 from service.db.cancellation import closes_at_once
 from service.db.errors import is_unavailable, translated_errors
 from service.db.import_store import ImportStore
+from service.db.raw import announces_statements
 from service.db.replicas import ReplicaSet
 from service.db.requests_store import RequestsStore
-from service.db.users_store import UsersStore
+from service.db.users_store import UsersStore, read_user_alone
 from service.domain.errors import DatabaseUnavailableError
+from service.domain.models import User, View
 
 
 class SqlUnitOfWork:
@@ -150,6 +152,14 @@ class SqlUnitOfWorkFactory:
             fallback=primary,
             on_fallback=lambda error: replicas.failed(replica, error),
         )
+
+    async def read_user(self, user_id: int, view: View) -> User | None:
+        # On PostgreSQL in autocommit, one statement on a connection taken for it alone;
+        # elsewhere, behind a pooler or with statement listeners, a reading unit's.
+        if self._autocommit is not None and not announces_statements(self._engine):
+            return await read_user_alone(self._engine, user_id, view)
+        async with self._primary_reading() as uow:
+            return await uow.users.get_one(user_id, view)
 
     def _primary_reading(self) -> SqlUnitOfWork:
         if self._autocommit is None:

@@ -10,11 +10,11 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db import keyset, stream_reads
 from service.db.errors import Subject, execute
-from service.db.raw import RawQuery, fetch_rows
+from service.db.raw import RawQuery, fetch_alone, fetch_rows
 from service.db.tables import addresses, users
 from service.domain.models import Address, NewUser, User, UserChanges, View
 from service.domain.queries import UserFilter, UsersPageQuery
@@ -84,6 +84,18 @@ _INSERT_ON_ASYNCPG = RawQuery(
 )
 
 
+async def read_user_alone(engine: AsyncEngine, user_id: int, view: View) -> User | None:
+    """GetUser's read with no unit around it (raw.fetch_alone), on PostgreSQL: the same
+    statement and the same user as UsersStore.get_one."""
+    return _one_user(await fetch_alone(engine, _ONE_ON_ASYNCPG[view], id=user_id), view)
+
+
+def _one_user(rows: Sequence[Any], view: View) -> User | None:
+    if not rows:
+        return None
+    return user_from(rows[0]) if view is View.BASIC else _users_with_addresses(rows)[rows[0][_ID]]
+
+
 class UsersStore:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
@@ -145,10 +157,7 @@ class UsersStore:
         """
         if self._connection.dialect.name != "postgresql":
             return (await self.get_many([user_id], view)).get(user_id)
-        rows = await _ONE_ON_ASYNCPG[view].fetch(self._connection, id=user_id)
-        if not rows:
-            return None
-        return user_from(rows[0]) if view is View.BASIC else _users_with_addresses(rows)[user_id]
+        return _one_user(await _ONE_ON_ASYNCPG[view].fetch(self._connection, id=user_id), view)
 
     async def get_many(self, ids: Sequence[int], view: View) -> dict[int, User]:
         # One statement whatever the count, FULL included (no N+1), so a read needs no

@@ -247,6 +247,11 @@ class UnitOfWorkFactory(Protocol):
         behind (--max-replica-lag); never for reads a client compares etags with."""
         ...
 
+    async def read_user(self, user_id: int, view: View) -> User | None:
+        """GetUser's read, from the primary: one statement, which needs no unit around it
+        (a backend may run it on a connection taken for it alone)."""
+        ...
+
     def writing(self, *, one_statement: bool = False) -> UnitOfWork:
         """`one_statement`: the use case's whole write is one statement, as a store
         method says (UsersRepository.create of a user without addresses), atomic as every

@@ -97,8 +97,7 @@ async def get_user(new_uow: UnitOfWorkFactory, user_id: int, view: View) -> User
     found = check.Violations()
     check.check_id(found, "id", user_id)
     found.raise_if_any()
-    async with new_uow.reading() as uow:
-        user = await uow.users.get_one(user_id, view)
+    user = await new_uow.read_user(user_id, view)
     if user is None:
         raise UserNotFoundError(user_id)
     return user

@@ -4,9 +4,10 @@ statements it sends, and a reading unit has nothing to commit."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from service import server
 from service.db.tables import user_changes, users
@@ -124,3 +125,29 @@ async def test_get_user_is_one_statement_that_statement_counters_see(
     assert found is not None and found.id == created.id
     reads = [s for s in sent if "FROM users" in s.statement]
     assert len(reads) == 1, sent
+
+
+async def test_get_users_read_needs_no_unit_on_postgresql(running: server.RunningServer) -> None:
+    # read_user: on PostgreSQL one statement on a pooled connection taken for it alone,
+    # past SQLAlchemy's Connection (which every unit opens: "engine_connect"); elsewhere,
+    # a reading unit. Either way the user GetUser returns.
+    units = SqlUnitOfWorkFactory(running.engine)
+    created = await committed_user(units)
+    connected: list[object] = []
+
+    def record(connection: object) -> None:
+        connected.append(connection)
+
+    event.listen(running.engine.sync_engine, "engine_connect", record)
+    try:
+        assert await units.read_user(created.id, View.FULL) == created
+        basic = await units.read_user(created.id, View.BASIC)
+        assert basic == replace(created, addresses=None)
+        assert await units.read_user(created.id + 1_000_000, View.BASIC) is None
+    finally:
+        event.remove(running.engine.sync_engine, "engine_connect", record)
+    assert (connected == []) == (running.engine.dialect.name == "postgresql")
+    with recorded_statements(running.engine) as sent:
+        # With a statement listener, a unit's Connection announces the read to it.
+        assert await units.read_user(created.id, View.FULL) == created
+    assert [s for s in sent if "FROM users" in s.statement], sent

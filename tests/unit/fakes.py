@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from service.domain.models import Address, User
+from service.domain.models import Address, User, View
 from service.domain.ports import RequestRecord, StagedUser, UnitOfWorkFactory
 from service.domain.queries import Cursor, PageTokenError
 from tests.unit.fake_imports import FakeImports, FakeRequests
@@ -226,6 +226,10 @@ class FakeUnitOfWorkFactory:
 
     def reading(self, *, stale_ok: bool = False) -> FakeUnit:
         return FakeUnit(self.database, writing=False)
+
+    async def read_user(self, user_id: int, view: View) -> User | None:
+        async with self.reading() as uow:
+            return await uow.users.get_one(user_id, view)
 
     def writing(self, *, one_statement: bool = False) -> FakeUnit:
         return FakeUnit(self.database, writing=True)
