@@ -24,6 +24,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import ReturnsRows, Select
 from sqlalchemy.util.concurrency import greenlet_spawn
 
@@ -50,7 +51,7 @@ class RawQuery:
         compiled = statement.compile(dialect=_DIALECT)
         self.sql = str(compiled)
         self._parameters = tuple(compiled.positiontup or ())
-        self._table = table
+        self.table = table
         # Column name -> position in a row, so callers read rows by name at list speed.
         # (An unlabelled expression gets a key of SQLAlchemy's making, unused by callers.)
         self.at: Mapping[str, int] = {
@@ -67,7 +68,7 @@ class RawQuery:
         """The statement's rows; a constraint it breaks raises the error that the table of
         db/errors.py names for it, about `subject`."""
         arguments = self.arguments(values)
-        with _announced(connection, self.sql, arguments), _constraints_named(self._table, subject):
+        with _announced(connection, self.sql, arguments), _constraints_named(self.table, subject):
             async with driver_of(connection) as driver:
                 rows: Sequence[Any] = await driver.fetch(self.sql, *arguments)
         return rows
@@ -99,21 +100,24 @@ def announces_statements(engine: AsyncEngine) -> bool:
     return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
 
 
-async def fetch_alone(engine: AsyncEngine, query: RawQuery, **values: Any) -> Sequence[Any]:
-    """A read that needs no unit: its rows, on a pooled connection taken for it alone and
-    used through asyncpg directly, in autocommit. What a unit adds around one statement
-    (SQLAlchemy's Connection, its characteristics, a greenlet hop each way) is most of
-    such a call's database work in Python. PostgreSQL only, and only while
-    `announces_statements` is False."""
+async def fetch_alone(
+    engine: AsyncEngine, query: RawQuery, *, subject: Subject = NO_SUBJECT, **values: Any
+) -> Sequence[Any]:
+    """A statement that needs no unit (a read; a write that is whole in one statement):
+    its rows, on a pooled connection taken for it alone and used through asyncpg
+    directly, in autocommit. What a unit adds around one statement (SQLAlchemy's
+    Connection, its characteristics, a greenlet hop each way) is most of such a call's
+    database work in Python. Constraints are named as by RawQuery.fetch. PostgreSQL
+    only, and only while `announces_statements` is False."""
     arguments = query.arguments(values)
-    async with translated_errors():
-        pooled = await engine.raw_connection()
+    pooled = await _checked_out(engine)
     try:
         driver = pooled.driver_connection
         assert driver is not None
         async with driver_errors_translated():
             try:
-                rows: Sequence[Any] = await driver.fetch(query.sql, *arguments)
+                with _constraints_named(query.table, subject):
+                    rows: Sequence[Any] = await driver.fetch(query.sql, *arguments)
             except BaseException as error:
                 if out_of_step(error):
                     # The one rule of cancellation.py: never handed to the next call.
@@ -124,6 +128,20 @@ async def fetch_alone(engine: AsyncEngine, query: RawQuery, **values: Any) -> Se
         # can cut it short (uow.py's close, the same).
         await greenlet_spawn(pooled.close)
     return rows
+
+
+async def _checked_out(engine: AsyncEngine) -> PoolProxiedConnection:
+    """A connection from the engine's pool. A connect that fails there comes as the
+    DB-API's own error, not wrapped as through a Connection: it is judged by the
+    driver's error under it (a refusal, "the database system is starting up")."""
+    dbapi_error: Any = engine.dialect.loaded_dbapi.Error
+    try:
+        async with translated_errors():
+            return await engine.raw_connection()
+    except dbapi_error as error:
+        cause = error.__cause__
+        async with driver_errors_translated():
+            raise (cause if isinstance(cause, Exception) else error) from None
 
 
 async def copy_records(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -17,16 +18,15 @@ from service.db.import_store import ImportStore
 from service.db.raw import announces_statements
 from service.db.replicas import ReplicaSet
 from service.db.requests_store import RequestsStore
-from service.db.users_store import UsersStore, read_user_alone
+from service.db.users_store import UsersStore, create_user_alone, read_user_alone
 from service.domain.errors import DatabaseUnavailableError
-from service.domain.models import User, View
+from service.domain.models import NewUser, User, View
 
 
 class SqlUnitOfWork:
-    """A unit on one pooled connection. A writing unit is one transaction, but for a
-    one-statement write on PostgreSQL; a reading unit on PostgreSQL runs in autocommit
-    (no BEGIN and COMMIT round trips: under READ COMMITTED each statement sees its own
-    snapshot either way)."""
+    """A unit on one pooled connection. A writing unit is one transaction; a reading
+    unit on PostgreSQL runs in autocommit (no BEGIN and COMMIT round trips: under READ
+    COMMITTED each statement sees its own snapshot either way)."""
 
     users: UsersStore
     addresses: AddressesStore
@@ -107,8 +107,6 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         if not self._writes:
             raise RuntimeError("a reading unit has nothing to commit")
-        if not self._transactional:
-            return  # a one-statement write, committed as its statement ended
         assert self._transaction is not None
         async with translated_errors():
             await self._transaction.commit()
@@ -128,10 +126,9 @@ class SqlUnitOfWorkFactory:
         transaction pooler, a statement outside one may not reach one server connection)."""
         self._engine = engine
         self._replicas = replicas
-        # The same pool, its connections in autocommit while checked out, for reads and
-        # one-statement writes. PostgreSQL only: asyncpg switches without a round trip;
-        # MariaDB would SET the level both ways and SQLite would hop to its thread,
-        # costing more than the BEGIN saved.
+        # The same pool, its connections in autocommit while checked out. PostgreSQL
+        # only: asyncpg switches without a round trip; MariaDB would SET the level both
+        # ways and SQLite would hop to its thread, costing more than the BEGIN saved.
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if engine.dialect.name == "postgresql" and autocommit_reads
@@ -154,20 +151,31 @@ class SqlUnitOfWorkFactory:
         )
 
     async def read_user(self, user_id: int, view: View) -> User | None:
-        # On PostgreSQL in autocommit, one statement on a connection taken for it alone;
-        # elsewhere, behind a pooler or with statement listeners, a reading unit's.
-        if self._autocommit is not None and not announces_statements(self._engine):
+        if self._alone():
             return await read_user_alone(self._engine, user_id, view)
         async with self._primary_reading() as uow:
             return await uow.users.get_one(user_id, view)
+
+    def _alone(self) -> bool:
+        """Whether a statement that needs no unit runs on a connection taken for it alone
+        (raw.fetch_alone): on PostgreSQL without a pooler (autocommit), and while no
+        listener waits for statement events (they are handed a unit's Connection)."""
+        return self._autocommit is not None and not announces_statements(self._engine)
 
     def _primary_reading(self) -> SqlUnitOfWork:
         if self._autocommit is None:
             return SqlUnitOfWork(self._engine, writes=False)
         return SqlUnitOfWork(self._autocommit, writes=False, transactional=False)
 
-    def writing(self, *, one_statement: bool = False) -> SqlUnitOfWork:
-        if one_statement and self._autocommit is not None:
-            # The statement commits as it ends; commit() has nothing left to do.
-            return SqlUnitOfWork(self._autocommit, transactional=False)
+    def writing(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._engine)
+
+    async def create_user(self, new: NewUser, now: datetime) -> User:
+        # A user without addresses on PostgreSQL in autocommit: one INSERT on a connection
+        # taken for it alone; otherwise a writing unit's transaction.
+        if not new.address_emails and self._alone():
+            return await create_user_alone(self._engine, new, now)
+        async with self.writing() as uow:
+            created = await uow.users.create(new, now)
+            await uow.commit()
+        return created

@@ -90,6 +90,31 @@ async def read_user_alone(engine: AsyncEngine, user_id: int, view: View) -> User
     return _one_user(await fetch_alone(engine, _ONE_ON_ASYNCPG[view], id=user_id), view)
 
 
+async def create_user_alone(engine: AsyncEngine, new: NewUser, now: datetime) -> User:
+    """CreateUser of a user without addresses with no unit around it (raw.fetch_alone), on
+    PostgreSQL: one INSERT, whole on its own (the change log's trigger records the change
+    inside it); EmailTakenError if the email is taken."""
+    if new.address_emails:
+        raise ValueError("a user with addresses is more than one statement")
+    rows = await fetch_alone(
+        engine, _INSERT_ON_ASYNCPG, subject=Subject(email=new.email), **user_row(new, now)
+    )
+    return _as_stored(int(rows[0][0]), new, now)
+
+
+def _as_stored(user_id: int, new: NewUser, now: datetime) -> User:
+    # Nothing the database chose but the id: the stored row is what was sent.
+    return User(
+        id=user_id,
+        name=new.name,
+        email=new.email,
+        create_time=now,
+        update_time=now,
+        version=1,
+        addresses=(),
+    )
+
+
 def _one_user(rows: Sequence[Any], view: View) -> User | None:
     if not rows:
         return None
@@ -135,16 +160,7 @@ class UsersStore:
         if new.address_emails:
             # The addresses' ids come from the database: read them back.
             return (await self.get_many([user_id], View.FULL))[user_id]
-        # Nothing the database chose but the id: the stored row is what was sent.
-        return User(
-            id=user_id,
-            name=new.name,
-            email=new.email,
-            create_time=now,
-            update_time=now,
-            version=1,
-            addresses=(),
-        )
+        return _as_stored(user_id, new, now)
 
     async def get_one(self, user_id: int, view: View) -> User | None:
         """GetUser's read, the hottest call of the service.

@@ -247,16 +247,20 @@ class UnitOfWorkFactory(Protocol):
         behind (--max-replica-lag); never for reads a client compares etags with."""
         ...
 
+    def writing(self) -> UnitOfWork: ...
+
+    # Two calls whose whole work may be one statement, which needs no unit around it:
+    # a backend may run it on a connection taken for it alone, without a transaction
+    # (atomic as any statement is).
+
     async def read_user(self, user_id: int, view: View) -> User | None:
-        """GetUser's read, from the primary: one statement, which needs no unit around it
-        (a backend may run it on a connection taken for it alone)."""
+        """GetUser's read, from the primary."""
         ...
 
-    def writing(self, *, one_statement: bool = False) -> UnitOfWork:
-        """`one_statement`: the use case's whole write is one statement, as a store
-        method says (UsersRepository.create of a user without addresses), atomic as every
-        statement is: a backend may run it without a transaction around it, sparing the
-        BEGIN and COMMIT round trips. The use case still calls commit()."""
+    async def create_user(self, new: NewUser, now: datetime) -> User:
+        """CreateUser without a request_id: as UsersRepository.create in a writing unit,
+        committed. A user without addresses is one statement, its change record
+        written by the same statement."""
         ...
 
 

@@ -62,12 +62,7 @@ async def create_user(
     new = validate_new_user(found, "", user, request_id)
     found.raise_if_any()
     if not request_id:
-        # Without addresses the user is one INSERT (UsersRepository.create), its change
-        # record written by the same statement.
-        async with new_uow.writing(one_statement=not new.address_emails) as uow:
-            created = await uow.users.create(new, utc_now())
-            await uow.commit()
-            return created
+        return await new_uow.create_user(new, utc_now())
     # Two passes at most: a concurrent call with the same request_id that wins the
     # claim has committed by the time ours fails, so the second pass finds it.
     for _ in range(2):

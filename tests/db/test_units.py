@@ -54,33 +54,48 @@ async def test_a_single_statement_write_left_without_commit_is_rolled_back(
     assert await stored(running, new.email) == 0
 
 
-async def test_a_one_statement_write_is_seen_before_commit_only_on_postgresql(
+async def test_a_user_without_addresses_is_created_by_one_statement_alone_on_postgresql(
     running: server.RunningServer,
 ) -> None:
-    # CreateUser without addresses or request_id: on PostgreSQL no BEGIN and COMMIT round
-    # trips; the INSERT (with its change record, written by the same statement) commits
-    # as it ends. Elsewhere the unit stays a transaction, seen by nobody before commit().
-    autocommits = running.engine.dialect.name == "postgresql"
+    # create_user (CreateUser without request_id): on PostgreSQL a user without addresses
+    # is one INSERT on a pooled connection taken for it alone, past SQLAlchemy's
+    # Connection and with no transaction around it; its change record is written by the
+    # same statement. Elsewhere, and with addresses, a writing unit.
+    units = SqlUnitOfWorkFactory(running.engine)
+    connected: list[object] = []
+
+    def record(connection: object) -> None:
+        connected.append(connection)
+
     new = new_user()
-    async with SqlUnitOfWorkFactory(running.engine).writing(one_statement=True) as uow:
-        created = await uow.users.create(new, utc_now())
-        if autocommits:
-            # Seen from another connection before commit(): committed already.
-            assert await stored(running, new.email) == 1
-            assert await recorded_changes(running, created.id) == 1
-        await uow.commit()
+    event.listen(running.engine.sync_engine, "engine_connect", record)
+    try:
+        created = await units.create_user(new, utc_now())
+        with pytest.raises(EmailTakenError):
+            await units.create_user(new_user(new.email), utc_now())
+    finally:
+        event.remove(running.engine.sync_engine, "engine_connect", record)
+    assert (connected == []) == (running.engine.dialect.name == "postgresql")
+    assert created.email == new.email and created.addresses == ()
     assert await stored(running, new.email) == 1
     assert await recorded_changes(running, created.id) == 1
+    async with units.reading() as reader:
+        assert await reader.users.get_one(created.id, View.FULL) == created
 
 
-async def test_a_one_statement_write_left_without_commit(
+async def test_a_user_with_addresses_is_created_in_one_transaction(
     running: server.RunningServer,
 ) -> None:
-    autocommits = running.engine.dialect.name == "postgresql"
-    new = new_user()
-    async with SqlUnitOfWorkFactory(running.engine).writing(one_statement=True) as uow:
-        await uow.users.create(new, utc_now())
-    assert await stored(running, new.email) == (1 if autocommits else 0)
+    units = SqlUnitOfWorkFactory(running.engine)
+    taken = await committed_user(units)
+    new = NewUser(name="Unit", email=new_user().email, address_emails=(taken.email,))
+    created = await units.create_user(new, utc_now())
+    assert [a.email for a in created.addresses or ()] == [taken.email]
+    # The user's own email taken: nothing of it is kept.
+    clash = NewUser(name="Unit", email=taken.email, address_emails=(new_user().email,))
+    with pytest.raises(EmailTakenError):
+        await units.create_user(clash, utc_now())
+    assert await stored(running, taken.email) == 1
 
 
 async def test_a_write_whose_second_statement_fails_keeps_nothing_of_the_first(

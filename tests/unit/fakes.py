@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from service.domain.models import Address, User, View
+from service.domain.models import Address, NewUser, User, View
 from service.domain.ports import RequestRecord, StagedUser, UnitOfWorkFactory
 from service.domain.queries import Cursor, PageTokenError
 from tests.unit.fake_imports import FakeImports, FakeRequests
@@ -231,8 +232,14 @@ class FakeUnitOfWorkFactory:
         async with self.reading() as uow:
             return await uow.users.get_one(user_id, view)
 
-    def writing(self, *, one_statement: bool = False) -> FakeUnit:
+    def writing(self) -> FakeUnit:
         return FakeUnit(self.database, writing=True)
+
+    async def create_user(self, new: NewUser, now: datetime) -> User:
+        async with self.writing() as uow:
+            created = await uow.users.create(new, now)
+            await uow.commit()
+        return created
 
 
 class FakePageTokens:
