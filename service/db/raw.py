@@ -130,6 +130,13 @@ async def fetch_alone(
     return rows
 
 
+async def fetch_rows_alone(
+    engine: AsyncEngine, statement: Select[Any], values: Mapping[str, Any]
+) -> Sequence[Any]:
+    """A kept statement's rows (as fetch_rows) through `fetch_alone`."""
+    return await fetch_alone(engine, _rendered(statement), **values)
+
+
 async def _checked_out(engine: AsyncEngine) -> PoolProxiedConnection:
     """A connection from the engine's pool. A connect that fails there comes as the
     DB-API's own error, not wrapped as through a Connection: it is judged by the

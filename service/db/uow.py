@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -18,9 +18,15 @@ from service.db.import_store import ImportStore
 from service.db.raw import announces_statements
 from service.db.replicas import ReplicaSet
 from service.db.requests_store import RequestsStore
-from service.db.users_store import UsersStore, create_user_alone, read_user_alone
+from service.db.users_store import (
+    UsersStore,
+    create_user_alone,
+    read_user_alone,
+    users_page_alone,
+)
 from service.domain.errors import DatabaseUnavailableError
 from service.domain.models import NewUser, User, View
+from service.domain.queries import UsersPageQuery
 
 
 class SqlUnitOfWork:
@@ -155,6 +161,13 @@ class SqlUnitOfWorkFactory:
             return await read_user_alone(self._engine, user_id, view)
         async with self._primary_reading() as uow:
             return await uow.users.get_one(user_id, view)
+
+    async def read_users_page(self, query: UsersPageQuery) -> Sequence[User]:
+        # A BASIC page is one statement; with read replicas, a unit picks one.
+        if query.view is View.BASIC and self._replicas is None and self._alone():
+            return await users_page_alone(self._engine, query)
+        async with self.reading(stale_ok=True) as uow:
+            return await uow.users.list_page(query)
 
     def _alone(self) -> bool:
         """Whether a statement that needs no unit runs on a connection taken for it alone

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db import keyset, stream_reads
 from service.db.errors import Subject, execute
-from service.db.raw import RawQuery, fetch_alone, fetch_rows
+from service.db.raw import RawQuery, fetch_alone, fetch_rows, fetch_rows_alone
 from service.db.tables import addresses, users
 from service.domain.models import Address, NewUser, User, UserChanges, View
 from service.domain.queries import UserFilter, UsersPageQuery
@@ -100,6 +100,15 @@ async def create_user_alone(engine: AsyncEngine, new: NewUser, now: datetime) ->
         engine, _INSERT_ON_ASYNCPG, subject=Subject(email=new.email), **user_row(new, now)
     )
     return _as_stored(int(rows[0][0]), new, now)
+
+
+async def users_page_alone(engine: AsyncEngine, query: UsersPageQuery) -> list[User]:
+    """ListUsers' page of the BASIC view with no unit around it (raw.fetch_alone), on
+    PostgreSQL: the same statement and users as UsersStore.list_page."""
+    if query.view is not View.BASIC:
+        raise ValueError("a FULL page is two statements")
+    statement, values = keyset.users_page(_USER_COLUMNS, query, row_values=True)
+    return [user_from(row) for row in await fetch_rows_alone(engine, statement, values)]
 
 
 def _as_stored(user_id: int, new: NewUser, now: datetime) -> User:

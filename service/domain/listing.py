@@ -134,6 +134,5 @@ async def list_users(
     found.extend(rest)
     found.raise_if_any()
     query = UsersPageQuery(user_filter, ordering, after, limit + 1, request.view)
-    async with new_uow.reading(stale_ok=True) as uow:
-        rows = await uow.users.list_page(query)
+    rows = await new_uow.read_users_page(query)
     return page_of(rows, limit, lambda user: Cursor(ordering.key_of(user), user.id), tokens, scope)

@@ -249,12 +249,17 @@ class UnitOfWorkFactory(Protocol):
 
     def writing(self) -> UnitOfWork: ...
 
-    # Two calls whose whole work may be one statement, which needs no unit around it:
+    # Calls whose whole work may be one statement, which needs no unit around it:
     # a backend may run it on a connection taken for it alone, without a transaction
     # (atomic as any statement is).
 
     async def read_user(self, user_id: int, view: View) -> User | None:
         """GetUser's read, from the primary."""
+        ...
+
+    async def read_users_page(self, query: UsersPageQuery) -> Sequence[User]:
+        """ListUsers' page, as UsersRepository.list_page in a reading unit that may read
+        a replica (stale_ok). A BASIC page is one statement."""
         ...
 
     async def create_user(self, new: NewUser, now: datetime) -> User:

@@ -14,6 +14,7 @@ from service.db.tables import user_changes, users
 from service.db.uow import SqlUnitOfWorkFactory
 from service.domain.errors import EmailTakenError
 from service.domain.models import NewUser, User, View, utc_now
+from service.domain.queries import Ordering, UserFilter, UsersPageQuery
 from tests.statements import recorded_statements
 
 
@@ -166,3 +167,30 @@ async def test_get_users_read_needs_no_unit_on_postgresql(running: server.Runnin
         # With a statement listener, a unit's Connection announces the read to it.
         assert await units.read_user(created.id, View.FULL) == created
     assert [s for s in sent if "FROM users" in s.statement], sent
+
+
+async def test_a_basic_page_needs_no_unit_on_postgresql(running: server.RunningServer) -> None:
+    # read_users_page: a BASIC page (ListUsers' default) is one statement, run alone on
+    # PostgreSQL; a FULL page (two statements) and other backends go through a unit.
+    # Either way the page is the unit's.
+    units = SqlUnitOfWorkFactory(running.engine)
+    created = await committed_user(units)
+    connected: list[object] = []
+
+    def record(connection: object) -> None:
+        connected.append(connection)
+
+    pages: dict[View, list[User]] = {}
+    event.listen(running.engine.sync_engine, "engine_connect", record)
+    try:
+        for view in (View.BASIC, View.FULL):
+            query = UsersPageQuery(UserFilter(email=created.email), Ordering(), None, 2, view)
+            pages[view] = list(await units.read_users_page(query))
+            async with units.reading() as reader:
+                assert pages[view] == list(await reader.users.list_page(query))
+    finally:
+        event.remove(running.engine.sync_engine, "engine_connect", record)
+    assert pages[View.FULL] == [created]
+    assert pages[View.BASIC] == [replace(created, addresses=None)]
+    # Units: the two comparisons and the FULL page; the BASIC page too, but on PostgreSQL.
+    assert len(connected) == (3 if running.engine.dialect.name == "postgresql" else 4)

@@ -14,7 +14,7 @@ the test to mean anything is checked with `database.unfired()`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -22,7 +22,7 @@ from typing import Self
 
 from service.domain.models import Address, NewUser, User, View
 from service.domain.ports import RequestRecord, StagedUser, UnitOfWorkFactory
-from service.domain.queries import Cursor, PageTokenError
+from service.domain.queries import Cursor, PageTokenError, UsersPageQuery
 from tests.unit.fake_imports import FakeImports, FakeRequests
 from tests.unit.fake_tables import (
     FakeConflictError,
@@ -234,6 +234,10 @@ class FakeUnitOfWorkFactory:
 
     def writing(self) -> FakeUnit:
         return FakeUnit(self.database, writing=True)
+
+    async def read_users_page(self, query: UsersPageQuery) -> Sequence[User]:
+        async with self.reading(stale_ok=True) as uow:
+            return await uow.users.list_page(query)
 
     async def create_user(self, new: NewUser, now: datetime) -> User:
         async with self.writing() as uow:
