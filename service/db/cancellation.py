@@ -3,15 +3,14 @@ connection never serves another call, and on SQLite the writer is free again at 
 
 SQLAlchemy discards the connection of a statement it ran that was cut short; on SQLite,
 `release_sqlite_writer` first stops the statement and rolls back. Where asyncpg is used
-directly (COPY, GetUser's read, CreateUser's INSERT), `driver_of` discards the connection
-itself.
+directly (raw.py), `driver_used` discards the connection itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,7 +33,7 @@ def _cut_short(error: BaseException) -> bool:
     return isinstance(error, TimeoutError) or not isinstance(error, Exception)
 
 
-def out_of_step(error: BaseException) -> bool:
+def _out_of_step(error: BaseException) -> bool:
     """Whether asyncpg, used directly, may be left out of step with the server: after a
     statement cut short, a lost connection or any failure of its own. An error the server
     answered with (a unique violation) leaves the connection in step and usable."""
@@ -52,14 +51,23 @@ async def driver_of(connection: AsyncConnection) -> AsyncIterator[Any]:
     pooled = await _pooled(connection)
     driver = pooled.driver_connection
     assert driver is not None
+    async with driver_used(connection.invalidate):
+        await _begin_if_due(connection, pooled)
+        yield driver
+
+
+@asynccontextmanager
+async def driver_used(discard: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """Around statements sent to asyncpg directly: its errors translated as SQLAlchemy's
+    are, and after a failure that may have left the connection out of step, `discard`
+    (the connection's invalidation) awaited, shielded: the call may be being cancelled,
+    and the discard must still happen."""
     async with driver_errors_translated():
         try:
-            await _begin_if_due(connection, pooled)
-            yield driver
+            yield
         except BaseException as error:
-            if out_of_step(error):
-                # Shielded: the call is being cancelled, the discard must still happen.
-                await asyncio.shield(connection.invalidate())
+            if _out_of_step(error):
+                await asyncio.shield(discard())
             raise
 
 

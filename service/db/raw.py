@@ -13,7 +13,6 @@ sees these too (the end is announced whether the statement succeeded or failed).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import ReturnsRows, Select
 from sqlalchemy.util.concurrency import greenlet_spawn
 
-from service.db.cancellation import driver_of, out_of_step
+from service.db.cancellation import driver_of, driver_used
 from service.db.errors import (
     NO_SUBJECT,
     Subject,
@@ -114,15 +113,9 @@ async def fetch_alone(
     try:
         driver = pooled.driver_connection
         assert driver is not None
-        async with driver_errors_translated():
-            try:
-                with _constraints_named(query.table, subject):
-                    rows: Sequence[Any] = await driver.fetch(query.sql, *arguments)
-            except BaseException as error:
-                if out_of_step(error):
-                    # The one rule of cancellation.py: never handed to the next call.
-                    await asyncio.shield(greenlet_spawn(pooled.invalidate))
-                raise
+        with _constraints_named(query.table, subject):
+            async with driver_used(lambda: greenlet_spawn(pooled.invalidate)):
+                rows: Sequence[Any] = await driver.fetch(query.sql, *arguments)
     finally:
         # Back to the pool: no I/O on PostgreSQL with no transaction begun, so nothing
         # can cut it short (uow.py's close, the same).

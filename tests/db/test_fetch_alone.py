@@ -51,13 +51,17 @@ async def starting_database() -> AsyncIterator[int]:
         yield port
 
 
-async def test_a_database_still_starting_up_is_unavailable(starting_database: int) -> None:
-    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{starting_database}/users")
+async def read_is_unavailable(port: int) -> None:
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/users")
     try:
         with pytest.raises(DatabaseUnavailableError):
             await read_user_alone(engine, 1, View.BASIC)
     finally:
         await engine.dispose()
+
+
+async def test_a_database_still_starting_up_is_unavailable(starting_database: int) -> None:
+    await read_is_unavailable(starting_database)
 
 
 async def test_a_refused_connection_is_unavailable() -> None:
@@ -65,9 +69,4 @@ async def test_a_refused_connection_is_unavailable() -> None:
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()  # nothing listens on the port any more
-    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/users")
-    try:
-        with pytest.raises(DatabaseUnavailableError):
-            await read_user_alone(engine, 1, View.BASIC)
-    finally:
-        await engine.dispose()
+    await read_is_unavailable(port)

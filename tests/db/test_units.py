@@ -4,6 +4,8 @@ statements it sends, and a reading unit has nothing to commit."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -37,6 +39,22 @@ async def stored(running: server.RunningServer, email: str) -> int:
     return int(count or 0)
 
 
+@contextmanager
+def opened_connections(running: server.RunningServer) -> Iterator[list[object]]:
+    """SQLAlchemy Connections opened on the server's engine while the block runs (every
+    unit opens one; a statement run alone does not)."""
+    connected: list[object] = []
+
+    def record(connection: object) -> None:
+        connected.append(connection)
+
+    event.listen(running.engine.sync_engine, "engine_connect", record)
+    try:
+        yield connected
+    finally:
+        event.remove(running.engine.sync_engine, "engine_connect", record)
+
+
 async def recorded_changes(running: server.RunningServer, user_id: int) -> int:
     async with running.engine.connect() as connection:
         count = await connection.scalar(
@@ -63,19 +81,11 @@ async def test_a_user_without_addresses_is_created_by_one_statement_alone_on_pos
     # Connection and with no transaction around it; its change record is written by the
     # same statement. Elsewhere, and with addresses, a writing unit.
     units = SqlUnitOfWorkFactory(running.engine)
-    connected: list[object] = []
-
-    def record(connection: object) -> None:
-        connected.append(connection)
-
     new = new_user()
-    event.listen(running.engine.sync_engine, "engine_connect", record)
-    try:
+    with opened_connections(running) as connected:
         created = await units.create_user(new, utc_now())
         with pytest.raises(EmailTakenError):
             await units.create_user(new_user(new.email), utc_now())
-    finally:
-        event.remove(running.engine.sync_engine, "engine_connect", record)
     assert (connected == []) == (running.engine.dialect.name == "postgresql")
     assert created.email == new.email and created.addresses == ()
     assert await stored(running, new.email) == 1
@@ -149,19 +159,11 @@ async def test_get_users_read_needs_no_unit_on_postgresql(running: server.Runnin
     # a reading unit. Either way the user GetUser returns.
     units = SqlUnitOfWorkFactory(running.engine)
     created = await committed_user(units)
-    connected: list[object] = []
-
-    def record(connection: object) -> None:
-        connected.append(connection)
-
-    event.listen(running.engine.sync_engine, "engine_connect", record)
-    try:
+    with opened_connections(running) as connected:
         assert await units.read_user(created.id, View.FULL) == created
         basic = await units.read_user(created.id, View.BASIC)
         assert basic == replace(created, addresses=None)
         assert await units.read_user(created.id + 1_000_000, View.BASIC) is None
-    finally:
-        event.remove(running.engine.sync_engine, "engine_connect", record)
     assert (connected == []) == (running.engine.dialect.name == "postgresql")
     with recorded_statements(running.engine) as sent:
         # With a statement listener, a unit's Connection announces the read to it.
@@ -175,21 +177,13 @@ async def test_a_basic_page_needs_no_unit_on_postgresql(running: server.RunningS
     # Either way the page is the unit's.
     units = SqlUnitOfWorkFactory(running.engine)
     created = await committed_user(units)
-    connected: list[object] = []
-
-    def record(connection: object) -> None:
-        connected.append(connection)
-
     pages: dict[View, list[User]] = {}
-    event.listen(running.engine.sync_engine, "engine_connect", record)
-    try:
+    with opened_connections(running) as connected:
         for view in (View.BASIC, View.FULL):
             query = UsersPageQuery(UserFilter(email=created.email), Ordering(), None, 2, view)
             pages[view] = list(await units.read_users_page(query))
             async with units.reading() as reader:
                 assert pages[view] == list(await reader.users.list_page(query))
-    finally:
-        event.remove(running.engine.sync_engine, "engine_connect", record)
     assert pages[View.FULL] == [created]
     assert pages[View.BASIC] == [replace(created, addresses=None)]
     # Units: the two comparisons and the FULL page; the BASIC page too, but on PostgreSQL.
